@@ -1,0 +1,74 @@
+"""Ports, addresses and object-store settings, from flags or the environment.
+
+Each setting has one environment variable; command-line flags of a service
+override it. Defaults suit the local stack on one host.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_PORTS = {
+    "experiment": 50051,
+    "compute": 50052,
+    "explainer": 50053,
+    "trainer": 50100,
+    "s3": 9000,
+}
+
+# Environment variable that overrides each port.
+PORT_VARIABLES = {
+    "experiment": "AUTOML_EXPERIMENT_PORT",
+    "compute": "AUTOML_COMPUTE_PORT",
+    "explainer": "AUTOML_EXPLAINER_PORT",
+    "trainer": "AUTOML_TRAINER_BASE_PORT",
+    "s3": "AUTOML_S3_PORT",
+}
+
+# Environment variable that points clients at each service, `host:port`.
+ADDRESS_VARIABLES = {
+    "experiment": "AUTOML_EXPERIMENT_ADDRESS",
+    "compute": "AUTOML_COMPUTE_ADDRESS",
+    "explainer": "AUTOML_EXPLAINER_ADDRESS",
+}
+
+
+def port(service: str) -> int:
+    """Return the port a service listens on: its environment variable or the default."""
+    return int(os.environ.get(PORT_VARIABLES[service], DEFAULT_PORTS[service]))
+
+
+def address(service: str) -> str:
+    """Return the address clients use for a service: its environment variable or loopback."""
+    return os.environ.get(ADDRESS_VARIABLES[service]) or f"127.0.0.1:{port(service)}"
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Connection settings of the S3-compatible object store."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+    bucket: str
+    secure: bool = False
+    region: str = "us-east-1"
+
+    @classmethod
+    def from_env(cls) -> "S3Settings":
+        """Read `S3_ENDPOINT`, `S3_ACCESS_KEY`, `S3_SECRET_KEY`, `S3_BUCKET` and `S3_SECURE`."""
+        endpoint = os.environ.get("S3_ENDPOINT") or f"127.0.0.1:{port('s3')}"
+        secure = os.environ.get("S3_SECURE", "false").lower() in ("1", "true", "yes")
+        for scheme in ("http://", "https://"):
+            if endpoint.startswith(scheme):
+                secure = scheme == "https://"
+                endpoint = endpoint[len(scheme):]
+        return cls(
+            endpoint=endpoint.rstrip("/"),
+            access_key=os.environ.get("S3_ACCESS_KEY", "automl"),
+            secret_key=os.environ.get("S3_SECRET_KEY", "automl-secret"),
+            bucket=os.environ.get("S3_BUCKET", "automl"),
+            secure=secure,
+            region=os.environ.get("S3_REGION", "us-east-1"),
+        )
