@@ -35,10 +35,10 @@ def store(s3_stack) -> ObjectStore:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory):
-    """The whole stack (S3, compute, explainer, orchestrator) on free ports."""
+def stack(tmp_path_factory, s3_stack):
+    """The services (compute, explainer, orchestrator) on free ports, using the session's S3 server."""
     workdir = tmp_path_factory.mktemp("stack")
-    running = Stack(workdir, free_ports=True, s3_endpoint="")
+    running = Stack(workdir, free_ports=True, s3_endpoint=s3_stack.env["S3_ENDPOINT"])
     running.start()
     yield running
     running.stop()

@@ -1,0 +1,1 @@
+"""ExperimentService: experiments, pipeline search, scheduling on compute targets, event streams."""

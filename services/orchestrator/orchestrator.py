@@ -1,0 +1,273 @@
+"""The ExperimentService's logic, independent of gRPC.
+
+`Orchestrator` creates experiments after validating them, starts an
+`ExperimentRunner` per running experiment, answers reads from SQLite and
+streams events to watchers. On start it resumes every experiment that a
+previous process left unfinished.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import uuid
+from typing import Callable, Iterator
+
+import grpc
+import structlog
+
+from automl.common import catalog, paging
+from automl.common.datasets import dataset_format, read_csv_header
+from automl.common.errors import (AlreadyExists, FailedPrecondition, NotFound, Unavailable, from_rpc_error,
+                                  invalid_field)
+from automl.common.storage import ObjectStore
+from automl.v1 import compute_pb2, experiment_pb2, explainer_pb2
+from services.orchestrator import validation
+from services.orchestrator.clients import Clients
+from services.orchestrator.records import TERMINAL_STATES, Records, now
+from services.orchestrator.runner import ExperimentRunner
+from services.orchestrator.search import PortfolioRandomProposer
+from services.orchestrator.store import ExperimentStore
+
+log = structlog.get_logger(__name__)
+
+WATCH_POLL_SECONDS = 1.0
+
+
+class Orchestrator:
+    """Experiments and their runners.
+
+    Parameters
+    ----------
+    store : ExperimentStore
+        SQLite records.
+    clients : Clients
+        Stubs of the compute service, explainer and trainers.
+    object_store : ObjectStore
+        Where data sets are checked and iteration outputs go.
+    """
+
+    def __init__(self, store: ExperimentStore, clients: Clients, object_store: ObjectStore):
+        self.records = Records(store)
+        self.store = store
+        self.clients = clients
+        self.object_store = object_store
+        self._runners: dict[str, ExperimentRunner] = {}
+        self._runners_lock = threading.Lock()
+
+    # Lifecycle
+
+    def resume(self) -> None:
+        """Restart the runners of experiments that were not finished when the last process stopped."""
+        offset = 0
+        while True:
+            page = self.store.list_experiments(offset, 200)
+            if not page:
+                break
+            offset += len(page)
+            for experiment in page:
+                if experiment.state not in TERMINAL_STATES:
+                    experiment_id = experiment.name.removeprefix("experiments/")
+                    log.info("experiment_resumed", experiment=experiment.name)
+                    self._start_runner(experiment_id, experiment)
+                    if experiment.state == experiment_pb2.EXPERIMENT_STATE_CANCELING:
+                        self._runners[experiment_id].cancel()
+
+    def shutdown(self) -> None:
+        """Leave runners as they are: their experiments resume when the service starts again."""
+        self.clients.close()
+
+    # Experiments
+
+    def create_experiment(self, experiment_id: str, experiment: experiment_pb2.Experiment) -> experiment_pb2.Experiment:
+        """Validate, store and start an experiment."""
+        validation.validate_experiment(experiment_id, experiment)
+        validation.apply_defaults(experiment)
+        experiment_id = experiment_id or f"exp-{uuid.uuid4().hex[:10]}"
+        if self.store.get_experiment(experiment_id) is not None:
+            raise AlreadyExists(f"experiment 'experiments/{experiment_id}' already exists; choose another "
+                                "experiment_id or leave it empty to get a generated one", "EXPERIMENT_EXISTS")
+        self._check_dataset(experiment)
+        self._check_compute_target(experiment.compute_target)
+
+        experiment.name = f"experiments/{experiment_id}"
+        experiment.state = experiment_pb2.EXPERIMENT_STATE_QUEUED
+        experiment.best_iteration = -1
+        experiment.create_time.CopyFrom(now())
+        if experiment.model_explainability:
+            experiment.explanation_state = experiment_pb2.EXPLANATION_STATE_PENDING
+        with self.records.lock:
+            self.store.put_experiment(experiment_id, experiment)
+            self.records.set_state(experiment_id, experiment_pb2.EXPERIMENT_STATE_QUEUED)
+        log.info("experiment_created", experiment=experiment.name, task=catalog.TASK_NAMES[experiment.task],
+                 metric=experiment.primary_metric, iterations=experiment.iterations)
+        created = self.records.experiment(experiment_id)
+        self._start_runner(experiment_id, experiment)
+        return created
+
+    def _check_dataset(self, experiment) -> None:
+        uri = experiment.dataset.uri
+        try:
+            self.object_store.stat(uri, "experiment.dataset.uri")
+        except NotFound:
+            raise NotFound(f"data set {uri} does not exist; upload it first (automl data upload FILE)",
+                           "DATASET_NOT_FOUND", {"uri": uri}) from None
+        if dataset_format(uri, "experiment.dataset.uri") == "csv":
+            columns = read_csv_header(self.object_store, uri, "experiment.dataset.uri")
+            if experiment.dataset.label_column not in columns:
+                shown = ", ".join(columns[:20]) + (", ..." if len(columns) > 20 else "")
+                raise invalid_field("experiment.dataset.label_column",
+                                    f"column '{experiment.dataset.label_column}' is not in {uri}; "
+                                    f"its columns are: {shown}")
+
+    def _check_compute_target(self, name: str) -> None:
+        try:
+            target = self.clients.compute.GetComputeTarget(compute_pb2.GetComputeTargetRequest(name=name), timeout=10)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(f"compute target {name} does not exist; create it first "
+                               "(automl compute create)", "COMPUTE_TARGET_NOT_FOUND", {"compute_target": name}) from None
+            if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise Unavailable(f"the ComputeService did not answer ({error.details()}); try again",
+                                  "COMPUTE_UNAVAILABLE") from None
+            raise from_rpc_error(error) from None
+        if target.provisioning_state in (compute_pb2.PROVISIONING_STATE_DELETING, compute_pb2.PROVISIONING_STATE_FAILED):
+            state = compute_pb2.ProvisioningState.Name(target.provisioning_state).removeprefix("PROVISIONING_STATE_")
+            raise FailedPrecondition(f"compute target {name} is {state} and cannot run experiments; "
+                                     "use or create another target", "COMPUTE_TARGET_UNUSABLE")
+
+    def _start_runner(self, experiment_id: str, experiment) -> None:
+        proposer = PortfolioRandomProposer(experiment.task, validation.candidate_estimators(experiment),
+                                           experiment.seed)
+        runner = ExperimentRunner(experiment_id, self.records, self.clients, self.object_store, proposer)
+        with self._runners_lock:
+            self._runners[experiment_id] = runner
+        runner.start()
+
+    def get_experiment(self, experiment_id: str) -> experiment_pb2.Experiment:
+        return self.records.experiment(experiment_id)
+
+    def list_experiments(self, page_size: int, page_token: str) -> tuple[list, str]:
+        size = paging.page_size(page_size)
+        offset = paging.decode_token(page_token, "experiments")
+        page = self.store.list_experiments(offset, size + 1)
+        token = paging.encode_token(offset + size, "experiments") if len(page) > size else ""
+        return page[:size], token
+
+    def delete_experiment(self, experiment_id: str) -> None:
+        experiment = self.records.experiment(experiment_id)
+        if experiment.state not in TERMINAL_STATES:
+            raise FailedPrecondition(f"experiment {experiment.name} is still running; cancel it first",
+                                     "EXPERIMENT_RUNNING")
+        self.store.delete_experiment(experiment_id)
+        log.info("experiment_deleted", experiment=experiment.name)
+
+    def cancel_experiment(self, experiment_id: str) -> experiment_pb2.Experiment:
+        experiment = self.records.experiment(experiment_id)
+        if experiment.state in TERMINAL_STATES:
+            return experiment
+        self.records.set_state(experiment_id, experiment_pb2.EXPERIMENT_STATE_CANCELING)
+        runner = self._runners.get(experiment_id)
+        if runner is not None:
+            runner.cancel()
+        log.info("experiment_cancel_requested", experiment=experiment.name)
+        return self.records.experiment(experiment_id)
+
+    def continue_experiment(self, experiment_id: str, additional: int) -> experiment_pb2.Experiment:
+        with self.records.lock:
+            experiment = self.records.experiment(experiment_id)
+            if experiment.state == experiment_pb2.EXPERIMENT_STATE_CANCELING:
+                raise FailedPrecondition(f"experiment {experiment.name} is being canceled; wait until it is "
+                                         "CANCELED, then continue it", "EXPERIMENT_CANCELING")
+            validation.validate_additional_iterations(experiment.iterations, additional)
+
+            def add(record):
+                record.iterations += additional
+                if record.state in TERMINAL_STATES:
+                    record.state = experiment_pb2.EXPERIMENT_STATE_QUEUED
+                    record.ClearField("end_time")
+                    record.error = ""
+            experiment = self.records.update_experiment(experiment_id, add,
+                                                        experiment_pb2.EVENT_TYPE_EXPERIMENT_STATE_CHANGED,
+                                                        f"{additional} iterations added")
+            runner = self._runners.get(experiment_id)
+            if runner is None or not runner.is_alive():
+                self._start_runner(experiment_id, experiment)
+        log.info("experiment_continued", experiment=experiment.name, additional_iterations=additional)
+        return experiment
+
+    def watch(self, experiment_id: str, start_index: int, is_active: Callable[[], bool]
+              ) -> Iterator[experiment_pb2.ExperimentEvent]:
+        """Yield events from `start_index` until the experiment ends or the client leaves."""
+        if start_index < 0:
+            raise invalid_field("start_index", f"{start_index} is negative; use 0 or the index after the last "
+                                               "event received")
+        self.records.experiment(experiment_id)
+        next_index = start_index
+        while is_active():
+            experiment = self.store.get_experiment(experiment_id)
+            events = self.store.list_events(experiment_id, next_index)
+            for event in events:
+                yield event
+                next_index = event.index + 1
+            if events:
+                continue
+            if experiment is None or experiment.state in TERMINAL_STATES:
+                return
+            self.records.wait_for_change(WATCH_POLL_SECONDS)
+
+    # Iterations
+
+    def get_iteration(self, experiment_id: str, index: int) -> experiment_pb2.Iteration:
+        return self.records.iteration(experiment_id, index)
+
+    def list_iterations(self, experiment_id: str, page_size: int, page_token: str) -> tuple[list, str]:
+        self.records.experiment(experiment_id)
+        size = paging.page_size(page_size, default=100)
+        offset = paging.decode_token(page_token, f"experiments/{experiment_id}/iterations")
+        page = self.store.list_iterations(experiment_id, offset, size + 1)
+        token = paging.encode_token(offset + size, f"experiments/{experiment_id}/iterations") if len(page) > size else ""
+        return page[:size], token
+
+    def cancel_iteration(self, experiment_id: str, index: int) -> experiment_pb2.Iteration:
+        iteration = self.records.iteration(experiment_id, index)
+        if iteration.state != experiment_pb2.ITERATION_STATE_RUNNING:
+            state = experiment_pb2.IterationState.Name(iteration.state).removeprefix("ITERATION_STATE_")
+            raise FailedPrecondition(f"iteration {iteration.name} is {state}, not RUNNING; only running "
+                                     "iterations can be canceled", "ITERATION_NOT_RUNNING")
+        runner = self._runners.get(experiment_id)
+        if runner is None or not runner.cancel_iteration(index):
+            raise FailedPrecondition(f"iteration {iteration.name} is not running on a node right now; try again",
+                                     "ITERATION_NOT_RUNNING")
+        log.info("iteration_cancel_requested", iteration=iteration.name)
+        return self.records.iteration(experiment_id, index)
+
+    def best_iteration(self, experiment_id: str, metric: str) -> experiment_pb2.Iteration:
+        experiment = self.records.experiment(experiment_id)
+        metric = metric or experiment.primary_metric
+        if metric not in catalog.METRICS[experiment.task]:
+            raise invalid_field("metric", f"'{metric}' is not a {catalog.TASK_NAMES[experiment.task]} metric; "
+                                          f"use one of {', '.join(catalog.METRICS[experiment.task])}")
+        best = None
+        for iteration in self.store.list_iterations(experiment_id):
+            value = iteration.metrics.get(metric)
+            if iteration.state != experiment_pb2.ITERATION_STATE_SUCCEEDED or value is None or math.isnan(value):
+                continue
+            if best is None or catalog.is_better(metric, value, best.metrics[metric]):
+                best = iteration
+        if best is None:
+            raise FailedPrecondition(f"experiment {experiment.name} has no succeeded iteration yet",
+                                     "NO_SUCCEEDED_ITERATION")
+        return best
+
+    def get_explanation(self, experiment_id: str) -> explainer_pb2.Explanation:
+        experiment = self.records.experiment(experiment_id)
+        explanation = self.store.get_explanation(experiment_id)
+        if explanation is not None:
+            return explanation
+        if not experiment.model_explainability:
+            raise FailedPrecondition(f"experiment {experiment.name} was created with model_explainability off",
+                                     "EXPLAINABILITY_OFF")
+        state = experiment_pb2.ExplanationState.Name(experiment.explanation_state).removeprefix("EXPLANATION_STATE_")
+        detail = f": {experiment.explanation_error}" if experiment.explanation_error else ""
+        raise FailedPrecondition(f"the explanation of {experiment.name} is {state}{detail}", "EXPLANATION_NOT_READY")

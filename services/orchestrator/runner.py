@@ -1,0 +1,357 @@
+"""Scheduling of one experiment: lease nodes, run iterations, explain the best model.
+
+An `ExperimentRunner` owns a thread that loops: while the budget allows, lease
+a node from the compute target (the compute service queues requests when all
+nodes are busy), ask the proposer for the next pipeline, and hand the
+iteration to a worker thread that calls the node's TrainerService. Proposals
+are made only once a node is free, so they see the latest results.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from concurrent import futures
+
+import grpc
+import structlog
+from google.protobuf import duration_pb2, json_format
+
+from automl.common import catalog
+from automl.common.storage import ObjectStore, explanation_prefix, iteration_prefix
+from automl.v1 import compute_pb2, experiment_pb2, explainer_pb2, pipeline_pb2, trainer_pb2
+from services.orchestrator.clients import Clients
+from services.orchestrator.records import Records, now
+from services.orchestrator.search import Proposal, Proposer, Trial
+
+log = structlog.get_logger(__name__)
+
+ACQUIRE_WAIT_SECONDS = 5
+# A trainer gets this long past the iteration timeout to report before the
+# orchestrator gives up on the call.
+RPC_MARGIN_SECONDS = 30
+# Attempts of an iteration whose node vanished (UNAVAILABLE) before it is failed.
+MAX_ATTEMPTS = 3
+EXPLAIN_ATTEMPTS = 3
+EXPLAIN_TIMEOUT_SECONDS = 1800
+
+STATE_BY_CODE = {
+    grpc.StatusCode.CANCELLED: experiment_pb2.ITERATION_STATE_CANCELED,
+    grpc.StatusCode.DEADLINE_EXCEEDED: experiment_pb2.ITERATION_STATE_TIMED_OUT,
+}
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    value = duration_pb2.Duration()
+    value.FromNanoseconds(int(seconds * 1e9))
+    return value
+
+
+def _reached(metric: str, score: float, target: float) -> bool:
+    return score >= target if catalog.higher_is_better(metric) else score <= target
+
+
+class TargetUnusable(Exception):
+    """The compute target is gone or cannot lend nodes."""
+
+
+class ExperimentRunner:
+    """Runs one experiment's iterations on its compute target in a background thread."""
+
+    def __init__(self, experiment_id: str, records: Records, clients: Clients, object_store: ObjectStore,
+                 proposer: Proposer):
+        self.experiment_id = experiment_id
+        self.name = f"experiments/{experiment_id}"
+        self.records = records
+        self.clients = clients
+        self.object_store = object_store
+        self.proposer = proposer
+        self.log = log.bind(experiment=self.name)
+        self._cancel = threading.Event()
+        self._canceled_iterations: set[int] = set()
+        self._running: dict[int, str] = {}  # iteration index -> trainer address
+        self._retries: collections.deque[int] = collections.deque()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._main, name=f"runner-{experiment_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    # Requests from other threads
+
+    def cancel(self) -> None:
+        """Stop starting iterations and stop the running ones."""
+        self._cancel.set()
+        with self._lock:
+            running = dict(self._running)
+        for index in running:
+            self.cancel_iteration(index)
+
+    def cancel_iteration(self, index: int) -> bool:
+        """Ask the node running iteration `index` to stop it; False when it is not running here."""
+        with self._lock:
+            address = self._running.get(index)
+            self._canceled_iterations.add(index)
+        if address is None:
+            return False
+        try:
+            self.clients.trainer(address).CancelRun(
+                trainer_pb2.CancelRunRequest(iteration=f"{self.name}/iterations/{index}"), timeout=10)
+        except grpc.RpcError as error:
+            self.log.warning("cancel_run_failed", iteration=index, node=address, error=error.details())
+        return True
+
+    # The runner thread
+
+    def _main(self) -> None:
+        try:
+            self._run()
+        except TargetUnusable as error:
+            self.log.warning("experiment_stopped", reason=str(error))
+            self._wait_running()
+            self.records.set_state(self.experiment_id, experiment_pb2.EXPERIMENT_STATE_FAILED, str(error))
+        except Exception as error:
+            self.log.exception("experiment_runner_failed")
+            self.records.set_state(self.experiment_id, experiment_pb2.EXPERIMENT_STATE_FAILED,
+                                   f"the orchestrator failed while running the experiment: {error}")
+
+    def _run(self) -> None:
+        experiment = self.records.experiment(self.experiment_id)
+        # Iterations left QUEUED or RUNNING by a previous orchestrator process run again first.
+        for iteration in self.records.store.list_iterations(self.experiment_id):
+            if iteration.state in (experiment_pb2.ITERATION_STATE_QUEUED, experiment_pb2.ITERATION_STATE_RUNNING):
+                self._retries.append(iteration.index)
+        if experiment.state != experiment_pb2.EXPERIMENT_STATE_RUNNING:
+            self.records.set_state(self.experiment_id, experiment_pb2.EXPERIMENT_STATE_RUNNING)
+        started = time.monotonic()
+        self._pool = futures.ThreadPoolExecutor(max_workers=experiment.max_concurrent_iterations,
+                                                thread_name_prefix=f"iter-{self.experiment_id}")
+        in_flight: set[futures.Future] = set()
+
+        while True:
+            in_flight = {future for future in in_flight if not future.done()}
+            experiment = self.records.experiment(self.experiment_id)
+            stop_reason = self._stop_reason(experiment, started)
+            has_work = bool(self._retries) or self.records.store.count_iterations(self.experiment_id) < experiment.iterations
+            if stop_reason or not has_work:
+                if in_flight:
+                    futures.wait(in_flight, timeout=1, return_when=futures.FIRST_COMPLETED)
+                    continue
+                # Re-check under the records lock: ContinueExperiment may have added work.
+                with self.records.lock:
+                    experiment = self.records.experiment(self.experiment_id)
+                    has_work = bool(self._retries) or self.records.store.count_iterations(
+                        self.experiment_id) < experiment.iterations
+                    if stop_reason or not has_work:
+                        self.log.info("search_finished", reason=stop_reason or "iteration budget used")
+                        break
+                continue
+            if len(in_flight) >= experiment.max_concurrent_iterations:
+                futures.wait(in_flight, timeout=1, return_when=futures.FIRST_COMPLETED)
+                continue
+
+            lease = self._acquire(experiment)
+            if lease is None:
+                continue
+            iteration = self._next_iteration(experiment)
+            if iteration is None:
+                self._release(lease)
+                continue
+            in_flight.add(self._pool.submit(self._run_iteration, experiment, iteration, lease))
+
+        self._pool.shutdown(wait=True)
+        self._finish()
+
+    def _stop_reason(self, experiment, started: float) -> str:
+        if self._cancel.is_set():
+            return "canceled"
+        if experiment.HasField("experiment_timeout_minutes") and \
+                time.monotonic() - started > experiment.experiment_timeout_minutes * 60:
+            return "experiment timeout reached"
+        if experiment.HasField("experiment_exit_score") and experiment.best_iteration >= 0 and \
+                _reached(experiment.primary_metric, experiment.best_score, experiment.experiment_exit_score):
+            return "exit score reached"
+        return ""
+
+    def _acquire(self, experiment) -> compute_pb2.NodeLease | None:
+        request = compute_pb2.AcquireNodeRequest(compute_target=experiment.compute_target, holder=self.name,
+                                                 wait_timeout=_duration(ACQUIRE_WAIT_SECONDS))
+        try:
+            return self.clients.compute.AcquireNode(request, timeout=ACQUIRE_WAIT_SECONDS + 10)
+        except grpc.RpcError as error:
+            code = error.code()
+            if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
+                raise TargetUnusable(f"compute target {experiment.compute_target} cannot run iterations: "
+                                     f"{error.details()}") from error
+            if code not in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED):
+                self.log.warning("acquire_node_failed", code=code.name, error=error.details())
+                time.sleep(1)
+            return None
+
+    def _release(self, lease) -> None:
+        try:
+            self.clients.compute.ReleaseNode(compute_pb2.ReleaseNodeRequest(name=lease.name), timeout=10)
+        except grpc.RpcError as error:
+            self.log.warning("release_node_failed", lease=lease.name, error=error.details())
+
+    def _next_iteration(self, experiment) -> experiment_pb2.Iteration | None:
+        """Return a retried iteration, or a new one from the proposer; None when the budget is used."""
+        if self._retries:
+            return self.records.store.get_iteration(self.experiment_id, self._retries.popleft())
+        with self.records.lock:
+            index = self.records.store.count_iterations(self.experiment_id)
+            if index >= self.records.experiment(self.experiment_id).iterations or self._cancel.is_set():
+                return None
+            history = [self._trial(it) for it in self.records.store.list_iterations(self.experiment_id)]
+            proposal = self.proposer.propose(index, history)
+            iteration = experiment_pb2.Iteration(
+                name=f"{self.name}/iterations/{index}", index=index, state=experiment_pb2.ITERATION_STATE_QUEUED,
+                pipeline=self._pipeline(proposal),
+            )
+            self.records.put_iteration(self.experiment_id, iteration)
+        return iteration
+
+    @staticmethod
+    def _pipeline(proposal: Proposal) -> pipeline_pb2.Pipeline:
+        pipeline = pipeline_pb2.Pipeline(scaler=proposal.scaler, estimator=proposal.estimator,
+                                         description=proposal.description)
+        pipeline.hyperparameters.update(proposal.hyperparameters)
+        return pipeline
+
+    @staticmethod
+    def _trial(iteration) -> Trial:
+        pipeline = iteration.pipeline
+        proposal = Proposal(pipeline.scaler, pipeline.estimator, json_format.MessageToDict(pipeline.hyperparameters))
+        succeeded = iteration.state == experiment_pb2.ITERATION_STATE_SUCCEEDED
+        return Trial(proposal, iteration.score if succeeded else None)
+
+    def _run_iteration(self, experiment, iteration, lease) -> None:
+        index = iteration.index
+        with self._lock:
+            self._running[index] = lease.address
+        iteration.state = experiment_pb2.ITERATION_STATE_RUNNING
+        iteration.node = lease.node
+        iteration.attempts += 1
+        iteration.start_time.CopyFrom(now())
+        iteration.error = ""
+        self.records.put_iteration(self.experiment_id, iteration)
+        self.log.info("iteration_started", iteration=index, pipeline=iteration.pipeline.description, node=lease.node)
+
+        request = trainer_pb2.RunIterationRequest(
+            iteration=iteration.name, dataset=experiment.dataset, task=experiment.task, pipeline=iteration.pipeline,
+            validation=experiment.validation, output_uri=self.object_store.uri(iteration_prefix(self.experiment_id, index)),
+            timeout=_duration(experiment.iteration_timeout_minutes * 60), seed=experiment.seed,
+            preprocess=experiment.preprocess,
+        )
+        started = time.monotonic()
+        retry = False
+        try:
+            response = self.clients.trainer(lease.address).RunIteration(
+                request, timeout=experiment.iteration_timeout_minutes * 60 + RPC_MARGIN_SECONDS)
+            self._record_success(experiment, iteration, response)
+        except grpc.RpcError as error:
+            retry = self._record_failure(iteration, error)
+        finally:
+            iteration.duration.CopyFrom(_duration(time.monotonic() - started))
+            with self._lock:
+                self._running.pop(index, None)
+            self._release(lease)
+        if retry:
+            self._retries.append(index)
+        else:
+            iteration.end_time.CopyFrom(now())
+            self.records.put_iteration(self.experiment_id, iteration)
+            self.log.info("iteration_finished", iteration=index, state=experiment_pb2.IterationState.Name(iteration.state),
+                          metric=iteration.score, duration_s=round(iteration.duration.ToNanoseconds() / 1e9, 2))
+
+    def _record_success(self, experiment, iteration, response) -> None:
+        iteration.metrics.update(response.metrics)
+        iteration.score = response.metrics.get(experiment.primary_metric, float("nan"))
+        iteration.model_uri = response.model_uri
+        iteration.log_uri = response.log_uri
+        iteration.metrics_uri = response.metrics_uri
+        iteration.validation_strategy = response.validation_strategy
+        iteration.state = experiment_pb2.ITERATION_STATE_SUCCEEDED
+
+    def _record_failure(self, iteration, error: grpc.RpcError) -> bool:
+        """Set the failed state of an iteration; return True when it should run again on another node."""
+        code = error.code()
+        with self._lock:
+            canceled = iteration.index in self._canceled_iterations
+        if code == grpc.StatusCode.UNAVAILABLE and not canceled and not self._cancel.is_set() \
+                and iteration.attempts < MAX_ATTEMPTS:
+            self.log.warning("iteration_retrying", iteration=iteration.index, attempt=iteration.attempts,
+                             error=error.details())
+            iteration.state = experiment_pb2.ITERATION_STATE_QUEUED
+            iteration.error = f"attempt {iteration.attempts} lost its node: {error.details()}"
+            self.records.put_iteration(self.experiment_id, iteration)
+            return True
+        if canceled or self._cancel.is_set():
+            iteration.state = experiment_pb2.ITERATION_STATE_CANCELED
+            iteration.error = "canceled by request"
+        else:
+            iteration.state = STATE_BY_CODE.get(code, experiment_pb2.ITERATION_STATE_FAILED)
+            iteration.error = f"{code.name}: {error.details()}"
+        return False
+
+    def _wait_running(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            self.cancel()
+            pool.shutdown(wait=True)
+
+    def _finish(self) -> None:
+        experiment = self.records.experiment(self.experiment_id)
+        if self._cancel.is_set():
+            self.records.set_state(self.experiment_id, experiment_pb2.EXPERIMENT_STATE_CANCELED)
+            return
+        if experiment.best_iteration < 0:
+            counts = ", ".join(f"{count} {state.lower()}" for state, count in sorted(experiment.iteration_counts.items()))
+            self.records.set_state(self.experiment_id, experiment_pb2.EXPERIMENT_STATE_FAILED,
+                                   f"no iteration succeeded ({counts or 'none ran'}); "
+                                   "see the iterations' errors and logs")
+            return
+        if experiment.model_explainability:
+            self._explain(experiment)
+        self.records.set_state(self.experiment_id, experiment_pb2.EXPERIMENT_STATE_SUCCEEDED)
+
+    def _explain(self, experiment) -> None:
+        best = self.records.store.get_iteration(self.experiment_id, experiment.best_iteration)
+
+        def explanation_state(state, error=""):
+            def change(record):
+                record.explanation_state = state
+                record.explanation_error = error
+                if state == experiment_pb2.EXPLANATION_STATE_RUNNING:
+                    record.state = experiment_pb2.EXPERIMENT_STATE_EXPLAINING
+            self.records.update_experiment(self.experiment_id, change,
+                                           experiment_pb2.EVENT_TYPE_EXPLANATION_STATE_CHANGED, error)
+
+        explanation_state(experiment_pb2.EXPLANATION_STATE_RUNNING)
+        request = explainer_pb2.ExplainModelRequest(
+            model_uri=best.model_uri, dataset=experiment.dataset, task=experiment.task,
+            output_uri=self.object_store.uri(explanation_prefix(self.experiment_id)), seed=experiment.seed,
+        )
+        error_text = ""
+        for attempt in range(1, EXPLAIN_ATTEMPTS + 1):
+            try:
+                explanation = self.clients.explainer.ExplainModel(request, timeout=EXPLAIN_TIMEOUT_SECONDS)
+            except grpc.RpcError as error:
+                error_text = f"{error.code().name}: {error.details()}"
+                self.log.warning("explanation_failed", attempt=attempt, error=error_text)
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    break
+                time.sleep(2 * attempt)
+                continue
+            self.records.store.put_explanation(self.experiment_id, explanation)
+            explanation_state(experiment_pb2.EXPLANATION_STATE_SUCCEEDED)
+            self.log.info("explanation_stored", iteration=best.index, explainer=explanation.explainer)
+            return
+        explanation_state(experiment_pb2.EXPLANATION_STATE_FAILED, error_text)

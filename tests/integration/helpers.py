@@ -1,0 +1,93 @@
+"""Client-side helpers for integration tests: stubs, data upload, waiting for states."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import grpc
+import numpy as np
+import pandas as pd
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from automl.v1 import compute_pb2, compute_pb2_grpc, experiment_pb2, experiment_pb2_grpc
+
+TERMINAL = {
+    experiment_pb2.EXPERIMENT_STATE_SUCCEEDED,
+    experiment_pb2.EXPERIMENT_STATE_FAILED,
+    experiment_pb2.EXPERIMENT_STATE_CANCELED,
+}
+
+
+def experiment_stub(stack) -> experiment_pb2_grpc.ExperimentServiceStub:
+    return experiment_pb2_grpc.ExperimentServiceStub(grpc.insecure_channel(stack.address("experiment")))
+
+
+def compute_stub(stack) -> compute_pb2_grpc.ComputeServiceStub:
+    return compute_pb2_grpc.ComputeServiceStub(grpc.insecure_channel(stack.address("compute")))
+
+
+def ensure_target(stack, target_id: str, max_nodes: int = 2) -> str:
+    """Create a local compute target unless it exists; return its name."""
+    stub = compute_stub(stack)
+    try:
+        stub.CreateComputeTarget(compute_pb2.CreateComputeTargetRequest(
+            compute_target_id=target_id,
+            compute_target=compute_pb2.ComputeTarget(vm_size="STANDARD_DS2_V2", max_nodes=max_nodes,
+                                                     idle_seconds_before_scaledown=600)))
+    except grpc.RpcError as error:
+        if error.code() != grpc.StatusCode.ALREADY_EXISTS:
+            raise
+    return f"computeTargets/{target_id}"
+
+
+def upload_frame(store, key: str, frame: pd.DataFrame) -> str:
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False)
+    return store.put_bytes(key, buffer.getvalue().encode(), "text/csv")
+
+
+def iris_frame() -> pd.DataFrame:
+    from sklearn.datasets import load_iris
+
+    data = load_iris(as_frame=True)
+    frame = data.frame.rename(columns={"target": "species"})
+    frame["species"] = np.array(data.target_names)[frame["species"]]
+    return frame
+
+
+def slow_frame(rows: int = 6000, features: int = 40) -> pd.DataFrame:
+    from sklearn.datasets import make_classification
+
+    features_array, labels = make_classification(n_samples=rows, n_features=features, n_informative=20, random_state=0)
+    frame = pd.DataFrame(features_array, columns=[f"f{i}" for i in range(features)])
+    frame["label"] = labels
+    return frame
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{what} not reached within {timeout} s")
+
+
+def wait_terminal(stub, name: str, timeout: float = 300) -> experiment_pb2.Experiment:
+    return wait_for(lambda: (e := stub.GetExperiment(experiment_pb2.GetExperimentRequest(name=name)))
+                    .state in TERMINAL and e, timeout, 0.5, f"terminal state of {name}")
+
+
+def field_violations(error: grpc.RpcError) -> dict[str, str]:
+    """Return the BadRequest field violations of an error as field -> description."""
+    status = rpc_status.from_call(error)
+    found = {}
+    for detail in status.details if status else []:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            found.update({v.field: v.description for v in bad_request.field_violations})
+    return found
