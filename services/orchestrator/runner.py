@@ -329,11 +329,10 @@ class ExperimentRunner:
             def change(record):
                 record.explanation_state = state
                 record.explanation_error = error
-                if state == experiment_pb2.EXPLANATION_STATE_RUNNING:
-                    record.state = experiment_pb2.EXPERIMENT_STATE_EXPLAINING
             self.records.update_experiment(self.experiment_id, change,
                                            experiment_pb2.EVENT_TYPE_EXPLANATION_STATE_CHANGED, error)
 
+        self.records.set_state(self.experiment_id, experiment_pb2.EXPERIMENT_STATE_EXPLAINING)
         explanation_state(experiment_pb2.EXPLANATION_STATE_RUNNING)
         request = explainer_pb2.ExplainModelRequest(
             model_uri=best.model_uri, dataset=experiment.dataset, task=experiment.task,

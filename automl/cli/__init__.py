@@ -1,0 +1,1 @@
+"""The `automl` command-line client of the ExperimentService and ComputeService."""
