@@ -1,0 +1,1 @@
+"""Explainer service: SHAP explanations of stored models."""
