@@ -8,6 +8,8 @@ stacks run side by side.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import json
 import os
 import signal
@@ -28,6 +30,13 @@ MODULES = {
     "explainer": "services.explainer",
     "experiment": "services.orchestrator",
 }
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: Linux sends it SIGTERM when the process
+    # that started it exits, so a killed test run leaves no services behind.
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -60,10 +69,15 @@ class Stack:
     s3_endpoint : str, optional
         Use this S3 server instead of starting the embedded one. By default
         `$S3_ENDPOINT` when set; an empty string always starts the embedded one.
+    detached : bool
+        Keep the processes running after this process exits (`make up`).
+        Otherwise, on Linux, they get SIGTERM when it exits.
     """
 
-    def __init__(self, workdir: Path, free_ports: bool = False, s3_endpoint: str | None = None):
+    def __init__(self, workdir: Path, free_ports: bool = False, s3_endpoint: str | None = None,
+                 detached: bool = False):
         self.workdir = Path(workdir)
+        self.detached = detached
         self.processes: dict[str, subprocess.Popen] = {}
         if free_ports:
             self.ports = {name: free_port() for name in MODULES}
@@ -107,6 +121,7 @@ class Stack:
             [sys.executable, "-m", MODULES[part], "--port", str(self.ports[part])],
             env=self.env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=None if self.detached or sys.platform != "linux" else _die_with_parent,
         )
         log_file.close()
         self.processes[part] = process
@@ -149,7 +164,7 @@ STATE_FILE = Path(".stack") / "stack.json"
 
 
 def _up(args) -> None:
-    stack = Stack(Path(".stack"))
+    stack = Stack(Path(".stack"), detached=True)
     stack.start()
     STATE_FILE.write_text(json.dumps({part: p.pid for part, p in stack.processes.items()}))
     print("stack is up; logs in .stack/logs/")
