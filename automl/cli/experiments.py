@@ -7,7 +7,7 @@ import os
 
 from automl.cli import data, render, watch
 from automl.cli.client import Context, resource_id, resource_name
-from automl.v1 import experiment_pb2, pipeline_pb2
+from automl.v1 import experiment_pb2, featurization_pb2, pipeline_pb2
 
 TASKS = {"classification": pipeline_pb2.TASK_CLASSIFICATION, "regression": pipeline_pb2.TASK_REGRESSION}
 
@@ -77,6 +77,11 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     best.add_argument("name", metavar="NAME")
     best.add_argument("--metric", default="", metavar="METRIC", help="metric to rank by (default: the primary metric)")
     best.set_defaults(func=best_iteration)
+
+    featurization = commands.add_parser("featurization", parents=[common],
+                                        help="show what featurization did with each column and the data guardrails")
+    featurization.add_argument("name", metavar="NAME")
+    featurization.set_defaults(func=show_featurization)
 
     delete = commands.add_parser("delete", parents=[common], help="delete a finished experiment's records")
     delete.add_argument("name", metavar="NAME")
@@ -210,6 +215,35 @@ def best_iteration(args, ctx: Context) -> int:
                                                                                         metric=args.metric))
     print(render.iteration_details(iteration))
     return 0
+
+
+def show_featurization(args, ctx: Context) -> int:
+    """Print the featurization summary and the data guardrails of an experiment."""
+    name = resource_name(args.name, "experiments")
+    experiment = ctx.experiments.GetExperiment(experiment_pb2.GetExperimentRequest(name=name))
+    print(featurization_text(experiment))
+    return 0
+
+
+def featurization_text(experiment: experiment_pb2.Experiment) -> str:
+    """Format the featurization table and the guardrails table of an experiment."""
+    if not experiment.guardrails:
+        return f"{experiment.name} has no data report yet. It appears once an iteration succeeds."
+    parts = []
+    summary = experiment.featurization
+    if summary.columns:
+        rows = [(column.column, column.detected_type, f"yes: {column.drop_reason}" if column.dropped else "no",
+                 column.engineered_feature_count, ", ".join(column.transformations) or "-")
+                for column in summary.columns]
+        parts.append(render.format_table(("COLUMN", "TYPE", "DROPPED", "FEATURES", "TRANSFORMATIONS"), rows,
+                                         right=(3,)))
+        parts.append(f"{len(summary.columns)} columns became {summary.engineered_feature_count} features.")
+    else:
+        parts.append("No featurization: the experiment runs without preprocess.")
+    rows = [(guardrail.name, featurization_pb2.GuardrailStatus.Name(guardrail.status).removeprefix("GUARDRAIL_STATUS_"),
+             guardrail.description) for guardrail in experiment.guardrails]
+    parts.append(render.format_table(("NAME", "STATUS", "DESCRIPTION"), rows))
+    return "\n\n".join(parts)
 
 
 def delete_experiment(args, ctx: Context) -> int:

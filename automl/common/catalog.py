@@ -19,13 +19,18 @@ SCALERS = ("StandardScaler", "MinMaxScaler", "MaxAbsScaler", "RobustScaler", "No
 ESTIMATORS = {
     CLASSIFICATION: (
         "LogisticRegression", "SGD", "KNN", "DecisionTree", "RandomForest", "ExtremeRandomTrees",
-        "GradientBoosting", "SVM", "LinearSVM", "GaussianNaiveBayes",
+        "GradientBoosting", "SVM", "LinearSVM", "GaussianNaiveBayes", "LightGBM", "XGBoostClassifier",
     ),
     REGRESSION: (
         "ElasticNet", "LassoLars", "SGD", "KNN", "DecisionTree", "RandomForest", "ExtremeRandomTrees",
-        "GradientBoosting",
+        "GradientBoosting", "LightGBM", "XGBoostRegressor",
     ),
 }
+
+# Ensembles of earlier iterations, scheduled by the orchestrator as the last
+# iterations of an experiment. They are not in ESTIMATORS, so an experiment
+# cannot allow or block them as base models.
+ENSEMBLES = ("VotingEnsemble", "StackEnsemble")
 
 # Every metric the trainer reports for a task.
 METRICS = {

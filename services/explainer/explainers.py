@@ -29,6 +29,8 @@ from sklearn.linear_model import GammaRegressor, PoissonRegressor, TweedieRegres
 from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC, LinearSVR
 
+from automl.common.estimators import LabelEncodedClassifier
+
 TREE_MODELS = (tree.BaseDecisionTree, ensemble.RandomForestClassifier, ensemble.RandomForestRegressor,
                ensemble.ExtraTreesClassifier, ensemble.ExtraTreesRegressor, ensemble.GradientBoostingClassifier,
                ensemble.GradientBoostingRegressor, ensemble.HistGradientBoostingClassifier,
@@ -79,11 +81,19 @@ class ShapValues:
 
 
 def split_pipeline(model) -> tuple[list, object]:
-    """Return the transformer steps (without `passthrough` ones) and the final estimator."""
+    """Return the transformer steps (without `passthrough` ones) and the final estimator.
+
+    A `LabelEncodedClassifier` is unwrapped to the model it fitted, whose
+    outputs follow the same sorted class order.
+    """
     if not isinstance(model, Pipeline):
-        return [], model
+        return [], _unwrap(model)
     transformers = [step for _, step in model.steps[:-1] if step is not None and step != "passthrough"]
-    return transformers, model.steps[-1][1]
+    return transformers, _unwrap(model.steps[-1][1])
+
+
+def _unwrap(estimator):
+    return estimator.estimator_ if isinstance(estimator, LabelEncodedClassifier) else estimator
 
 
 def keeps_columns(transformers: list, feature_names: list[str]) -> bool:
@@ -175,7 +185,10 @@ def compute_shap(model, frame: pd.DataFrame, background: pd.DataFrame, task: str
     classification = task == "classification"
     class_labels = [str(label) for label in model.classes_] if classification else []
 
-    if not keeps_columns(transformers, feature_names):
+    # A model without transformer steps that takes text columns (an ensemble of
+    # featurizing pipelines, for one) also needs raw rows: they are not floats.
+    numeric = all(pd.api.types.is_numeric_dtype(frame[column]) for column in frame.columns)
+    if not keeps_columns(transformers, feature_names) or not numeric:
         codec = RawRowCodec(pd.concat([frame, background], ignore_index=True))
         rows, background_rows = codec.matrix[:len(frame)], codec.matrix[len(frame):]
         predict = _output_function(model, classification, codec.decode)

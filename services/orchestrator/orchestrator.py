@@ -26,7 +26,7 @@ from services.orchestrator import validation
 from services.orchestrator.clients import Clients
 from services.orchestrator.records import TERMINAL_STATES, Records, now
 from services.orchestrator.runner import ExperimentRunner
-from services.orchestrator.search import PortfolioRandomProposer
+from services.orchestrator.search import TPEProposer
 from services.orchestrator.store import ExperimentStore
 
 log = structlog.get_logger(__name__)
@@ -137,8 +137,8 @@ class Orchestrator:
                                      "use or create another target", "COMPUTE_TARGET_UNUSABLE")
 
     def _start_runner(self, experiment_id: str, experiment) -> None:
-        proposer = PortfolioRandomProposer(experiment.task, validation.candidate_estimators(experiment),
-                                           experiment.seed)
+        proposer = TPEProposer(experiment.task, validation.candidate_estimators(experiment), experiment.seed,
+                               experiment.primary_metric)
         runner = ExperimentRunner(experiment_id, self.records, self.clients, self.object_store, proposer)
         with self._runners_lock:
             self._runners[experiment_id] = runner

@@ -114,7 +114,9 @@ class Records:
             if iteration.state in ENDED_ITERATION_STATES:
                 name = iteration_state_name(iteration.state)
                 experiment.iteration_counts[name] = experiment.iteration_counts.get(name, 0) + 1
-            if iteration.state == experiment_pb2.ITERATION_STATE_SUCCEEDED and catalog.is_better(
+            # A low-fidelity iteration (subsample below 1) saw only part of the rows, so it never becomes best.
+            full_fidelity = iteration.subsample <= 0 or iteration.subsample >= 1
+            if iteration.state == experiment_pb2.ITERATION_STATE_SUCCEEDED and full_fidelity and catalog.is_better(
                     experiment.primary_metric, iteration.score,
                     experiment.best_score if experiment.best_iteration >= 0 else None):
                 experiment.best_iteration = iteration.index

@@ -10,6 +10,7 @@ are made only once a node is free, so they see the latest results.
 from __future__ import annotations
 
 import collections
+import json
 import threading
 import time
 from concurrent import futures
@@ -21,9 +22,10 @@ from google.protobuf import duration_pb2, json_format
 from automl.common import catalog
 from automl.common.storage import ObjectStore, explanation_prefix, iteration_prefix
 from automl.v1 import compute_pb2, experiment_pb2, explainer_pb2, pipeline_pb2, trainer_pb2
+from services.orchestrator import budget, ensembles
 from services.orchestrator.clients import Clients
-from services.orchestrator.records import Records, now
-from services.orchestrator.search import Proposal, Proposer, Trial
+from services.orchestrator.records import ENDED_ITERATION_STATES, Records, now
+from services.orchestrator.search import Proposal, Proposer, SearchContext, Trial
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +42,15 @@ STATE_BY_CODE = {
     grpc.StatusCode.CANCELLED: experiment_pb2.ITERATION_STATE_CANCELED,
     grpc.StatusCode.DEADLINE_EXCEEDED: experiment_pb2.ITERATION_STATE_TIMED_OUT,
 }
+
+
+def _copy_data_report(experiment, response) -> None:
+    # Every iteration of an experiment sees the same data, so the first report stands.
+    if experiment.guardrails:
+        return
+    experiment.guardrails.extend(response.guardrails)
+    if response.HasField("featurization"):
+        experiment.featurization.CopyFrom(response.featurization)
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:
@@ -68,6 +79,9 @@ class ExperimentRunner:
         self.object_store = object_store
         self.proposer = proposer
         self.log = log.bind(experiment=self.name)
+        self._started = time.monotonic()
+        # Rows of the data set, read from the first succeeded iteration's metrics document.
+        self._rows: int | None = None
         self._cancel = threading.Event()
         self._canceled_iterations: set[int] = set()
         self._running: dict[int, str] = {}  # iteration index -> trainer address
@@ -131,6 +145,7 @@ class ExperimentRunner:
         if experiment.state != experiment_pb2.EXPERIMENT_STATE_RUNNING:
             self.records.set_state(self.experiment_id, experiment_pb2.EXPERIMENT_STATE_RUNNING)
         started = time.monotonic()
+        self._started = started
         self._pool = futures.ThreadPoolExecutor(max_workers=experiment.max_concurrent_iterations,
                                                 thread_name_prefix=f"iter-{self.experiment_id}")
         in_flight: set[futures.Future] = set()
@@ -166,15 +181,42 @@ class ExperimentRunner:
                 continue
             in_flight.add(self._pool.submit(self._run_iteration, experiment, iteration, lease))
 
+        if ensembles.runs_after_stop(stop_reason):
+            self._run_skipped_ensembles()
         self._pool.shutdown(wait=True)
         self._finish()
+
+    def _run_skipped_ensembles(self) -> None:
+        """Run, one at a time, the ensembles that a time budget or early stopping kept from their slots."""
+        # NOTE: a node lost during these runs fails the ensemble; it is not retried like searched iterations.
+        while not self._cancel.is_set():
+            experiment = self.records.experiment(self.experiment_id)
+            lease = self._acquire(experiment)
+            if lease is None:
+                continue
+            with self.records.lock:
+                iterations = self.records.store.list_iterations(self.experiment_id)
+                pipeline = ensembles.skipped_ensemble(experiment, iterations)
+                if pipeline is not None:
+                    index = len(iterations)
+                    iteration = experiment_pb2.Iteration(
+                        name=f"{self.name}/iterations/{index}", index=index,
+                        state=experiment_pb2.ITERATION_STATE_QUEUED, pipeline=pipeline)
+                    self.records.put_iteration(self.experiment_id, iteration)
+            if pipeline is None:
+                self._release(lease)
+                return
+            self._run_iteration(experiment, iteration, lease)
 
     def _stop_reason(self, experiment, started: float) -> str:
         if self._cancel.is_set():
             return "canceled"
-        if experiment.HasField("experiment_timeout_minutes") and \
-                time.monotonic() - started > experiment.experiment_timeout_minutes * 60:
+        remaining = budget.remaining_seconds(experiment, time.monotonic() - started)
+        if remaining is not None and remaining < budget.MIN_START_SECONDS:
             return "experiment timeout reached"
+        if experiment.enable_early_stopping and budget.should_stop_early(
+                experiment.primary_metric, self._ended_iterations()):
+            return "early stopping: the best score stopped improving"
         if experiment.HasField("experiment_exit_score") and experiment.best_iteration >= 0 and \
                 _reached(experiment.primary_metric, experiment.best_score, experiment.experiment_exit_score):
             return "exit score reached"
@@ -209,14 +251,23 @@ class ExperimentRunner:
             index = self.records.store.count_iterations(self.experiment_id)
             if index >= self.records.experiment(self.experiment_id).iterations or self._cancel.is_set():
                 return None
-            history = [self._trial(it) for it in self.records.store.list_iterations(self.experiment_id)]
-            proposal = self.proposer.propose(index, history)
-            iteration = experiment_pb2.Iteration(
-                name=f"{self.name}/iterations/{index}", index=index, state=experiment_pb2.ITERATION_STATE_QUEUED,
-                pipeline=self._pipeline(proposal),
-            )
-            self.records.put_iteration(self.experiment_id, iteration)
-        return iteration
+            iterations = self.records.store.list_iterations(self.experiment_id)
+            pipeline = ensembles.next_ensemble(self.records.experiment(self.experiment_id), index, iterations)
+            subsample = 1.0
+            if pipeline is None:
+                history = [self._trial(it) for it in iterations if not ensembles.is_ensemble(it)]
+                proposal = self.proposer.propose(index, history, self._search_context(experiment))
+                pipeline, subsample = self._pipeline(proposal), proposal.subsample
+            if pipeline is not ensembles.WAIT:
+                iteration = experiment_pb2.Iteration(
+                    name=f"{self.name}/iterations/{index}", index=index,
+                    state=experiment_pb2.ITERATION_STATE_QUEUED, pipeline=pipeline, subsample=subsample,
+                )
+                self.records.put_iteration(self.experiment_id, iteration)
+                return iteration
+        # An ensemble slot waits until the searched iterations still running have ended.
+        time.sleep(0.5)
+        return None
 
     @staticmethod
     def _pipeline(proposal: Proposal) -> pipeline_pb2.Pipeline:
@@ -228,9 +279,19 @@ class ExperimentRunner:
     @staticmethod
     def _trial(iteration) -> Trial:
         pipeline = iteration.pipeline
-        proposal = Proposal(pipeline.scaler, pipeline.estimator, json_format.MessageToDict(pipeline.hyperparameters))
+        proposal = Proposal(pipeline.scaler, pipeline.estimator, json_format.MessageToDict(pipeline.hyperparameters),
+                            iteration.subsample or 1.0)
         succeeded = iteration.state == experiment_pb2.ITERATION_STATE_SUCCEEDED
-        return Trial(proposal, iteration.score if succeeded else None)
+        return Trial(proposal, iteration.score if succeeded else None, iteration.duration.ToNanoseconds() / 1e9,
+                     iteration.state in ENDED_ITERATION_STATES)
+
+    def _search_context(self, experiment) -> SearchContext:
+        return SearchContext(budget.remaining_seconds(experiment, time.monotonic() - self._started), self._rows)
+
+    def _ended_iterations(self) -> list:
+        ended = [it for it in self.records.store.list_iterations(self.experiment_id)
+                 if it.state in ENDED_ITERATION_STATES]
+        return sorted(ended, key=lambda it: it.end_time.ToNanoseconds())
 
     def _run_iteration(self, experiment, iteration, lease) -> None:
         index = iteration.index
@@ -243,18 +304,19 @@ class ExperimentRunner:
         iteration.error = ""
         self.records.put_iteration(self.experiment_id, iteration)
         self.log.info("iteration_started", iteration=index, pipeline=iteration.pipeline.description, node=lease.node)
+        remaining = budget.remaining_seconds(experiment, time.monotonic() - self._started)
+        timeout = budget.iteration_timeout_seconds(experiment, remaining)
 
         request = trainer_pb2.RunIterationRequest(
             iteration=iteration.name, dataset=experiment.dataset, task=experiment.task, pipeline=iteration.pipeline,
             validation=experiment.validation, output_uri=self.object_store.uri(iteration_prefix(self.experiment_id, index)),
-            timeout=_duration(experiment.iteration_timeout_minutes * 60), seed=experiment.seed,
-            preprocess=experiment.preprocess,
+            timeout=_duration(timeout), seed=experiment.seed,
+            preprocess=experiment.preprocess, subsample=iteration.subsample,
         )
         started = time.monotonic()
         retry = False
         try:
-            response = self.clients.trainer(lease.address).RunIteration(
-                request, timeout=experiment.iteration_timeout_minutes * 60 + RPC_MARGIN_SECONDS)
+            response = self.clients.trainer(lease.address).RunIteration(request, timeout=timeout + RPC_MARGIN_SECONDS)
             self._record_success(experiment, iteration, response)
         except grpc.RpcError as error:
             retry = self._record_failure(iteration, error)
@@ -277,8 +339,21 @@ class ExperimentRunner:
         iteration.model_uri = response.model_uri
         iteration.log_uri = response.log_uri
         iteration.metrics_uri = response.metrics_uri
+        iteration.oof_predictions_uri = response.oof_predictions_uri
         iteration.validation_strategy = response.validation_strategy
         iteration.state = experiment_pb2.ITERATION_STATE_SUCCEEDED
+        if self._rows is None:
+            self._rows = self._read_rows(response.metrics_uri)
+        if response.guardrails and not self.records.experiment(self.experiment_id).guardrails:
+            self.records.update_experiment(self.experiment_id, lambda stored: _copy_data_report(stored, response))
+
+    def _read_rows(self, metrics_uri: str) -> int | None:
+        """Return the data set's row count from an iteration's metrics document, None when unreadable."""
+        try:
+            return int(json.loads(self.object_store.get_bytes(metrics_uri))["rows"])
+        except Exception as error:  # Only the low-fidelity search depends on it, so the search goes on.
+            self.log.warning("rows_unknown", metrics_uri=metrics_uri, error=repr(error))
+            return None
 
     def _record_failure(self, iteration, error: grpc.RpcError) -> bool:
         """Set the failed state of an iteration; return True when it should run again on another node."""

@@ -1,179 +1,325 @@
 """Pipeline proposers: which scaler, estimator and hyperparameters to try next.
 
-`Proposer` is the interface the scheduler uses. `PortfolioRandomProposer`
-first tries a fixed portfolio of strong defaults, one per estimator, then
-samples the search space at random. Proposals depend only on the seed and
-the iteration index, so a run is reproducible.
+`Proposer` is the interface the scheduler uses. `TPEProposer` first tries the
+portfolio of `search_space.PORTFOLIOS`, then samples the conditional space
+(estimator, then its scaler and hyperparameters) with Optuna's TPE sampler,
+fitted to every finished iteration. The study is rebuilt from the history on
+every call, so a proposal depends only on the seed, the iteration index and
+the history. A run with an iteration budget is therefore reproducible, and a
+restarted orchestrator continues where the previous one stopped.
+
+Two refinements on top of TPE:
+
+- Cost: with a time budget, an estimator family whose mean iteration time
+  exceeds `COST_SHARE` of the remaining time is not proposed again.
+- Fidelity: on data sets of more than `LARGE_DATA_ROWS` rows, new
+  configurations run on `LOW_FIDELITY` of the training rows first, and only
+  the promising ones run again on every row (only those can become best).
 """
 
 from __future__ import annotations
 
 import math
 import random
+import warnings
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import optuna
+from optuna.trial import TrialState, create_trial
+
 from automl.common import catalog
+from services.orchestrator.search_space import (PORTFOLIOS, SCALE_FREE, SCALER_CHOICES, SEARCH_SPACES,
+                                                sample_random, to_distribution)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# Data sets with more rows than this get low-fidelity trials first.
+LARGE_DATA_ROWS = 20_000
+# Share of the training rows a low-fidelity trial uses.
+LOW_FIDELITY = 0.25
+# A low-fidelity configuration runs again on every row when its score is within this top share.
+PROMOTION_SHARE = 0.25
+# An estimator family is skipped once its mean iteration time exceeds this share of the remaining time.
+COST_SHARE = 0.5
+# Random configurations TPE draws before modeling; the portfolio results count towards them.
+STARTUP_TRIALS = 5
+# Fresh draws tried when a draw repeats a configuration or picks a family that is too slow.
+REDRAWS = 10
 
 
 @dataclass(frozen=True)
 class Proposal:
-    """A pipeline to try."""
+    """A pipeline to try, on a share of the training rows (`subsample`, 1.0 for all)."""
 
     scaler: str
     estimator: str
     hyperparameters: dict = field(default_factory=dict)
+    subsample: float = 1.0
 
     @property
     def description(self) -> str:
         return self.estimator if self.scaler == "None" else f"{self.scaler} {self.estimator}"
 
     def key(self) -> tuple:
-        return self.scaler, self.estimator, tuple(sorted(self.hyperparameters.items()))
+        """Identity of the configuration, whatever its fidelity."""
+        return self.scaler, self.estimator, tuple(sorted(self.hyperparameters.items(), key=lambda item: item[0]))
+
+    def at_fidelity(self, subsample: float) -> Proposal:
+        return Proposal(self.scaler, self.estimator, dict(self.hyperparameters), subsample)
 
 
 @dataclass(frozen=True)
 class Trial:
-    """A finished iteration as the proposer sees it; `score` is None when it failed."""
+    """An iteration as input to the proposer.
+
+    `score` is None when the iteration failed or has not ended; `finished`
+    tells those apart. `duration` is in seconds, 0 when unknown.
+    """
 
     proposal: Proposal
     score: float | None
+    duration: float = 0.0
+    finished: bool = True
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """Budget and data facts the scheduler passes with a proposal request.
+
+    Attributes
+    ----------
+    remaining_seconds : float, optional
+        Time left of the experiment's budget; None without a time budget.
+    rows : int, optional
+        Rows of the data set, once an iteration has reported them.
+    """
+
+    remaining_seconds: float | None = None
+    rows: int | None = None
 
 
 class Proposer(Protocol):
     """Chooses the pipeline of each new iteration."""
 
-    def propose(self, index: int, history: list[Trial]) -> Proposal:
-        """Return the pipeline for iteration `index`, given the finished ones."""
+    def propose(self, index: int, history: list[Trial], context: SearchContext | None = None) -> Proposal:
+        """Return the pipeline for iteration `index`, given the earlier ones."""
         ...
 
 
-# Distributions: ("log", low, high), ("float", low, high), ("int", low, high),
-# ("choice", [values]), or a plain constant.
-_TREE_SPACE = {
-    "n_estimators": ("int", 50, 300),
-    "max_features": ("choice", ["sqrt", "log2", 0.5, 0.8]),
-    "min_samples_leaf": ("int", 1, 10),
-    "max_depth": ("choice", [None, 8, 16, 32]),
-}
-
-SEARCH_SPACES = {
-    catalog.CLASSIFICATION: {
-        "LogisticRegression": {"C": ("log", 1e-3, 1e2), "class_weight": ("choice", [None, "balanced"]),
-                               "max_iter": 1000},
-        "SGD": {"loss": ("choice", ["log_loss", "modified_huber"]), "alpha": ("log", 1e-6, 1e-2),
-                "penalty": ("choice", ["l2", "l1", "elasticnet"])},
-        "KNN": {"n_neighbors": ("int", 1, 30), "weights": ("choice", ["uniform", "distance"]),
-                "p": ("choice", [1, 2])},
-        "DecisionTree": {"max_depth": ("choice", [None, 4, 8, 16]), "min_samples_leaf": ("int", 1, 20),
-                         "criterion": ("choice", ["gini", "entropy"])},
-        "RandomForest": dict(_TREE_SPACE, criterion=("choice", ["gini", "entropy"])),
-        "ExtremeRandomTrees": dict(_TREE_SPACE, criterion=("choice", ["gini", "entropy"])),
-        "GradientBoosting": {"n_estimators": ("int", 30, 150), "learning_rate": ("log", 0.02, 0.3),
-                             "max_depth": ("int", 2, 6), "subsample": ("float", 0.5, 1.0)},
-        "SVM": {"C": ("log", 1e-2, 1e3), "gamma": ("choice", ["scale", "auto"]),
-                "kernel": ("choice", ["rbf", "poly"])},
-        "LinearSVM": {"C": ("log", 1e-3, 1e2)},
-        "GaussianNaiveBayes": {"var_smoothing": ("log", 1e-11, 1e-5)},
-    },
-    catalog.REGRESSION: {
-        "ElasticNet": {"alpha": ("log", 1e-4, 10.0), "l1_ratio": ("float", 0.0, 1.0)},
-        "LassoLars": {"alpha": ("log", 1e-5, 1.0)},
-        "SGD": {"loss": ("choice", ["squared_error", "huber"]), "alpha": ("log", 1e-6, 1e-2),
-                "penalty": ("choice", ["l2", "l1", "elasticnet"])},
-        "KNN": {"n_neighbors": ("int", 1, 30), "weights": ("choice", ["uniform", "distance"]),
-                "p": ("choice", [1, 2])},
-        "DecisionTree": {"max_depth": ("choice", [None, 4, 8, 16]), "min_samples_leaf": ("int", 1, 20)},
-        "RandomForest": dict(_TREE_SPACE),
-        "ExtremeRandomTrees": dict(_TREE_SPACE),
-        "GradientBoosting": {"n_estimators": ("int", 50, 300), "learning_rate": ("log", 0.02, 0.3),
-                             "max_depth": ("int", 2, 6), "subsample": ("float", 0.5, 1.0)},
-    },
-}
-
-# Portfolio of defaults that do well across tabular data sets, best first.
-# Each entry is (scaler, estimator, hyperparameters).
-PORTFOLIOS = {
-    catalog.CLASSIFICATION: [
-        ("StandardScaler", "LogisticRegression", {"C": 1.0, "max_iter": 1000}),
-        ("StandardScaler", "SVM", {"C": 1.0, "gamma": "scale", "kernel": "rbf"}),
-        ("None", "RandomForest", {"n_estimators": 200}),
-        ("None", "ExtremeRandomTrees", {"n_estimators": 200}),
-        ("MinMaxScaler", "KNN", {"n_neighbors": 5, "weights": "distance"}),
-        ("None", "GradientBoosting", {"n_estimators": 100}),
-        ("StandardScaler", "LinearSVM", {"C": 1.0}),
-        ("StandardScaler", "SGD", {"loss": "modified_huber"}),
-        ("None", "DecisionTree", {"min_samples_leaf": 2}),
-        ("None", "GaussianNaiveBayes", {}),
-    ],
-    catalog.REGRESSION: [
-        ("None", "GradientBoosting", {"n_estimators": 200}),
-        ("None", "RandomForest", {"n_estimators": 200}),
-        ("None", "ExtremeRandomTrees", {"n_estimators": 200}),
-        ("StandardScaler", "ElasticNet", {"alpha": 0.01, "l1_ratio": 0.5}),
-        ("StandardScaler", "KNN", {"n_neighbors": 7, "weights": "distance"}),
-        ("StandardScaler", "LassoLars", {"alpha": 0.001}),
-        ("StandardScaler", "SGD", {"loss": "huber"}),
-        ("None", "DecisionTree", {"min_samples_leaf": 5}),
-    ],
-}
-
-# Trees and naive Bayes do not depend on feature scale, so they get no scaler.
-SCALE_FREE = {"DecisionTree", "RandomForest", "ExtremeRandomTrees", "GradientBoosting", "GaussianNaiveBayes"}
+def is_full_fidelity(subsample: float) -> bool:
+    """Return whether an iteration with this `subsample` used every training row."""
+    return subsample <= 0 or subsample >= 1
 
 
-def _sample(rng: random.Random, distribution):
-    if not isinstance(distribution, tuple):
-        return distribution
-    kind = distribution[0]
-    if kind == "log":
-        return math.exp(rng.uniform(math.log(distribution[1]), math.log(distribution[2])))
-    if kind == "float":
-        return rng.uniform(distribution[1], distribution[2])
-    if kind == "int":
-        return rng.randint(distribution[1], distribution[2])
-    return rng.choice(distribution[1])
-
-
-class PortfolioRandomProposer:
-    """Portfolio of defaults first, then random search.
+class TPEProposer:
+    """Portfolio first, then Optuna TPE over the conditional pipeline space.
 
     Parameters
     ----------
     task : int
         `automl.v1.Task` value.
     estimators : list of str
-        Estimators the experiment allows.
+        Estimators the experiment allows (allowed minus blocked).
     seed : int
-        Seed; with the same seed and history the same proposals follow.
+        With the same seed and history the same proposals follow.
+    metric : str
+        Primary metric; its direction comes from `catalog.higher_is_better`.
+    startup_trials : int
+        Random draws before TPE models the results; a very large value
+        turns the proposer into portfolio-then-random search.
     """
 
-    def __init__(self, task: int, estimators: list[str], seed: int = 0):
+    def __init__(self, task: int, estimators: list[str], seed: int = 0, metric: str = "accuracy",
+                 startup_trials: int = STARTUP_TRIALS):
         self.task = task
-        self.estimators = list(estimators)
+        self.estimators = [name for name in catalog.ESTIMATORS[task] if name in set(estimators)]
+        if not self.estimators:
+            raise ValueError(f"none of the estimators {estimators} is a {catalog.TASK_NAMES[task]} estimator")
         self.seed = seed
+        self.maximize = catalog.higher_is_better(metric)
+        self.startup_trials = startup_trials
         self.portfolio = [Proposal(s, e, dict(h)) for s, e, h in PORTFOLIOS[task] if e in self.estimators]
+        self._distributions = {"estimator": optuna.distributions.CategoricalDistribution(self.estimators)}
+        for estimator in self.estimators:
+            if estimator not in SCALE_FREE:
+                self._distributions[f"{estimator}:scaler"] = optuna.distributions.CategoricalDistribution(
+                    SCALER_CHOICES)
+            for name, spec in SEARCH_SPACES[task][estimator].items():
+                distribution = to_distribution(spec)
+                if distribution is not None:
+                    self._distributions[f"{estimator}:{name}"] = distribution
 
-    def propose(self, index: int, history: list[Trial]) -> Proposal:
-        """Return portfolio entry `index`, or a random sample past the portfolio."""
-        if index < len(self.portfolio):
-            return self.portfolio[index]
+    def propose(self, index: int, history: list[Trial], context: SearchContext | None = None) -> Proposal:
+        """Return a promotion to full fidelity, the next portfolio entry or a TPE sample."""
+        context = context or SearchContext()
+        low_fidelity = context.rows is not None and context.rows > LARGE_DATA_ROWS
+        if low_fidelity:
+            promoted = self._promotion(history)
+            if promoted is not None:
+                return promoted
+        subsample = LOW_FIDELITY if low_fidelity else 1.0
+
+        slow = self._slow_families(history, context.remaining_seconds)
         tried = {trial.proposal.key() for trial in history}
+        for entry in self.portfolio:
+            if entry.key() not in tried and entry.estimator not in slow:
+                return entry.at_fidelity(subsample)
+        return self._sample(index, history, tried, slow).at_fidelity(subsample)
+
+    # Cost and fidelity
+
+    def _slow_families(self, history: list[Trial], remaining_seconds: float | None) -> set[str]:
+        if remaining_seconds is None:
+            return set()
+        durations: dict[str, list[float]] = {}
+        for trial in history:
+            if trial.finished and trial.duration > 0:
+                durations.setdefault(trial.proposal.estimator, []).append(trial.duration)
+        return {name for name, times in durations.items()
+                if sum(times) / len(times) > COST_SHARE * remaining_seconds}
+
+    def _promotion(self, history: list[Trial]) -> Proposal | None:
+        """Return the best low-fidelity configuration worth a full-fidelity run, if any."""
+        full_keys = {t.proposal.key() for t in history if is_full_fidelity(t.proposal.subsample)}
+        low = [t for t in history if not is_full_fidelity(t.proposal.subsample) and t.score is not None
+               and math.isfinite(t.score)]
+        if not low:
+            return None
+        ranked = sorted(low, key=lambda t: t.score, reverse=self.maximize)
+        has_full_score = any(t.score is not None for t in history if is_full_fidelity(t.proposal.subsample))
+        # Without any full-fidelity result there is no best model yet, so the top configuration runs at once.
+        # Otherwise a top share means something only once a few low-fidelity results exist.
+        if has_full_score and len(ranked) < round(1 / PROMOTION_SHARE):
+            return None
+        top = ranked if not has_full_score else ranked[:max(1, math.ceil(PROMOTION_SHARE * len(ranked)))]
+        for trial in top:
+            if trial.proposal.key() not in full_keys:
+                return trial.proposal.at_fidelity(1.0)
+        return None
+
+    # Model-based sampling
+
+    def _sample(self, index: int, history: list[Trial], tried: set, slow: set[str]) -> Proposal:
+        study = self._study(index, history)
+        for _ in range(REDRAWS):
+            trial = study.ask()
+            proposal = self._suggest(trial)
+            if proposal.key() not in tried and proposal.estimator not in slow:
+                return proposal
+            # A rejected draw counts as failed, so the next draw differs.
+            study.tell(trial, state=TrialState.FAIL)
+        return self._fallback(index, tried, slow)
+
+    def _study(self, index: int, history: list[Trial]) -> optuna.Study:
+        with warnings.catch_warnings():
+            # multivariate and group are marked experimental in Optuna 5.0.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = optuna.samplers.TPESampler(
+                seed=(self.seed * 1_000_003 + index) % 2**32, multivariate=True, group=True, constant_liar=True,
+                n_startup_trials=self.startup_trials)
+        study = optuna.create_study(direction="maximize" if self.maximize else "minimize", sampler=sampler)
+        for trial, score in self._model_trials(history):
+            params = self._params(trial.proposal)
+            distributions = {name: self._distributions[name] for name in params}
+            if not trial.finished:
+                state, value = TrialState.RUNNING, None
+            elif score is None or not math.isfinite(score):
+                state, value = TrialState.FAIL, None
+            else:
+                state, value = TrialState.COMPLETE, score
+            study.add_trial(create_trial(state=state, value=value, params=params, distributions=distributions))
+        return study
+
+    def _model_trials(self, history: list[Trial]) -> list[tuple[Trial, float | None]]:
+        """Return one trial per configuration with the score TPE learns from.
+
+        Low-fidelity scores are usually lower than full-fidelity ones, so when a
+        configuration has both, TPE gets its low-fidelity score, the scale
+        on which new configurations are compared.
+        """
+        chosen: dict[tuple, Trial] = {}
+        for trial in history:
+            if trial.proposal.estimator not in self.estimators:
+                continue
+            key = trial.proposal.key()
+            current = chosen.get(key)
+            if current is None or (trial.finished and trial.score is not None and (
+                    current.score is None or not is_full_fidelity(trial.proposal.subsample))):
+                chosen[key] = trial
+        return [(trial, trial.score) for trial in chosen.values()]
+
+    def _suggest(self, trial: optuna.Trial) -> Proposal:
+        """Draw the estimator, then its scaler and hyperparameters, from the trial."""
+        estimator = trial.suggest_categorical("estimator", self.estimators)
+        scaler = "None"
+        if estimator not in SCALE_FREE:
+            scaler = trial.suggest_categorical(f"{estimator}:scaler", SCALER_CHOICES)
+        hyperparameters = {}
+        for name, spec in SEARCH_SPACES[self.task][estimator].items():
+            distribution = to_distribution(spec)
+            hyperparameters[name] = spec if distribution is None else \
+                _suggest_value(trial, f"{estimator}:{name}", distribution)
+        return Proposal(scaler, estimator, hyperparameters)
+
+    def _params(self, proposal: Proposal) -> dict:
+        """Return the Optuna parameters of a proposal, leaving out values outside the space."""
+        estimator = proposal.estimator
+        params = {"estimator": estimator}
+        scaler_name = f"{estimator}:scaler"
+        if scaler_name in self._distributions and proposal.scaler in SCALER_CHOICES:
+            params[scaler_name] = proposal.scaler
+        for name, value in proposal.hyperparameters.items():
+            distribution = self._distributions.get(f"{estimator}:{name}")
+            if distribution is None:
+                continue
+            value = _as_space_value(distribution, value)
+            if value is not None or isinstance(distribution, optuna.distributions.CategoricalDistribution):
+                try:
+                    distribution.to_internal_repr(value)
+                except (ValueError, TypeError):
+                    continue
+                if _contains(distribution, value):
+                    params[f"{estimator}:{name}"] = value
+        return params
+
+    def _fallback(self, index: int, tried: set, slow: set[str]) -> Proposal:
+        """Return a random configuration of a family that is not too slow (all of them when every one is)."""
         rng = random.Random(f"{self.seed}-{index}")
-        proposal = self._random(rng)
-        # A few redraws avoid repeating a configuration in small spaces.
-        for _ in range(20):
+        families = [name for name in self.estimators if name not in slow] or self.estimators
+        proposal = self._random(rng, families)
+        for _ in range(REDRAWS):
             if proposal.key() not in tried:
                 break
-            proposal = self._random(rng)
+            proposal = self._random(rng, families)
         return proposal
 
-    def _random(self, rng: random.Random) -> Proposal:
-        estimator = rng.choice(self.estimators)
-        if estimator in SCALE_FREE:
-            scaler = "None"
-        else:
-            scaler = rng.choice([s for s in catalog.SCALERS if s != "None"])
+    def _random(self, rng: random.Random, families: list[str]) -> Proposal:
+        estimator = rng.choice(families)
+        scaler = "None" if estimator in SCALE_FREE else rng.choice(SCALER_CHOICES)
         space = SEARCH_SPACES[self.task][estimator]
-        hyperparameters = {name: _sample(rng, distribution) for name, distribution in space.items()}
-        return Proposal(scaler, estimator, hyperparameters)
+        return Proposal(scaler, estimator, {name: sample_random(rng, spec) for name, spec in space.items()})
+
+
+def _suggest_value(trial: optuna.Trial, name: str, distribution):
+    if isinstance(distribution, optuna.distributions.FloatDistribution):
+        return trial.suggest_float(name, distribution.low, distribution.high, log=distribution.log)
+    if isinstance(distribution, optuna.distributions.IntDistribution):
+        return trial.suggest_int(name, distribution.low, distribution.high, log=distribution.log)
+    return trial.suggest_categorical(name, distribution.choices)
+
+
+def _as_space_value(distribution, value):
+    # Struct values come back as floats: 200.0 must match an integer distribution.
+    if isinstance(distribution, optuna.distributions.IntDistribution) and isinstance(value, float) \
+            and value.is_integer():
+        return int(value)
+    return value
+
+
+def _contains(distribution, value) -> bool:
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return True
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return distribution.low <= value <= distribution.high

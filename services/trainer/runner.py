@@ -72,6 +72,10 @@ class IterationResult:
     duration_seconds: float
     validation_strategy: str
     node: str
+    oof_predictions_uri: str = ""
+    # Featurizer summary_ (None without preprocess) and guardrail dicts; see guardrails.py.
+    featurization: list | None = None
+    guardrails: list = field(default_factory=list)
 
 
 @dataclass

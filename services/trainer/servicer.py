@@ -6,6 +6,7 @@ from google.protobuf import duration_pb2, empty_pb2
 
 from automl.common.errors import grpc_errors, invalid_field
 from automl.v1 import trainer_pb2, trainer_pb2_grpc
+from services.trainer.guardrails import featurization_message, guardrail_messages
 from services.trainer.runner import IterationRunner
 from services.trainer.spec import spec_from_request
 
@@ -30,6 +31,9 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             duration=duration,
             validation_strategy=result.validation_strategy,
             node=result.node,
+            oof_predictions_uri=result.oof_predictions_uri,
+            featurization=featurization_message(result.featurization) if result.featurization else None,
+            guardrails=guardrail_messages(result.guardrails),
         )
 
     @grpc_errors

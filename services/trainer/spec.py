@@ -36,6 +36,10 @@ class IterationSpec:
     timeout_seconds: float
     seed: int
     preprocess: bool
+    # Fraction of training rows each fit uses; 1.0 uses every row.
+    subsample: float = 1.0
+    # Members (services.trainer.ensembles.Member) of a VotingEnsemble or StackEnsemble; empty otherwise.
+    ensemble_members: tuple = ()
 
     @property
     def task_name(self) -> str:
@@ -60,6 +64,7 @@ def spec_from_request(request: trainer_pb2.RunIterationRequest) -> IterationSpec
     """
     # Imported here so that the server serves health checks before pandas and scikit-learn are loaded.
     from automl.common.datasets import dataset_format
+    from services.trainer.ensembles import ensemble_parameters
     from services.trainer.pipelines import resolve_hyperparameters
 
     violations: list[FieldViolation] = []
@@ -83,9 +88,15 @@ def spec_from_request(request: trainer_pb2.RunIterationRequest) -> IterationSpec
 
     estimator = request.pipeline.estimator
     hyperparameters: dict = {}
+    members: tuple = ()
     if task in catalog.TASK_NAMES:
         names = catalog.ESTIMATORS[task]
-        if estimator not in names:
+        if estimator in catalog.ENSEMBLES:
+            try:
+                hyperparameters, members = ensemble_parameters(task, request.pipeline)
+            except InvalidArgument as error:
+                violations.extend(error.violations)
+        elif estimator not in names:
             add("pipeline.estimator", f"'{estimator}' is not a {catalog.TASK_NAMES[task]} estimator; "
                                       f"use one of {', '.join(names)}")
         else:
@@ -113,6 +124,9 @@ def spec_from_request(request: trainer_pb2.RunIterationRequest) -> IterationSpec
     if timeout < 0:
         add("timeout", f"{timeout:g} s is negative; use a positive duration or leave it unset for 30 minutes")
 
+    if not 0 <= request.subsample <= 1:
+        add("subsample", f"{request.subsample:g} is not a fraction; use a value in (0, 1], or 0 for every row")
+
     if violations:
         raise InvalidArgument(violations)
 
@@ -131,6 +145,8 @@ def spec_from_request(request: trainer_pb2.RunIterationRequest) -> IterationSpec
         timeout_seconds=timeout or DEFAULT_TIMEOUT_SECONDS,
         seed=request.seed,
         preprocess=request.preprocess,
+        subsample=request.subsample or 1.0,
+        ensemble_members=members,
     )
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import urllib3
+from lightgbm.basic import LightGBMError
 from minio.error import S3Error
 from threadpoolctl import threadpool_limits
 
@@ -28,13 +29,18 @@ from automl.common.errors import (FailedPrecondition, InvalidArgument, ResourceE
                                   Unavailable, invalid_field)
 from automl.common.models import StoredModel, dumps_model
 from services.trainer import metrics as metric_functions
+from services.trainer.ensembles import train_ensemble
+from services.trainer.guardrails import data_report
+from services.trainer.oof import OOF_FILE, OutOfFoldCollector
 from services.trainer.outputs import LOG_FILE, METRICS_FILE, MODEL_FILE, output_store
 from services.trainer.pipelines import build_pipeline, column_kinds
 from services.trainer.spec import IterationSpec
+from services.trainer.subsampling import subsample_rows
 from services.trainer.validation import make_splits
 
-# Errors scikit-learn and numpy raise when a pipeline cannot be fitted on the data.
-FIT_ERRORS = (ValueError, ArithmeticError, np.linalg.LinAlgError)
+# Errors scikit-learn, numpy and LightGBM raise when a pipeline cannot be fitted on the data
+# (XGBoostError is a ValueError).
+FIT_ERRORS = (ValueError, ArithmeticError, np.linalg.LinAlgError, LightGBMError)
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,8 @@ def train(job: WorkerJob, log: IterationLog) -> dict:
     log.write(f"iteration {spec.iteration} on node {job.node}: {spec.description} "
               f"({spec.task_name}, scaler {spec.scaler}, estimator {spec.estimator}, "
               f"hyperparameters {spec.hyperparameters}, seed {spec.seed}, preprocess {spec.preprocess})")
+    if spec.estimator in catalog.ENSEMBLES:
+        return dict(train_ensemble(job, log), log_uri=_upload_log(job, log, required=True), oof_predictions_uri="")
     table = read_table(Path(job.dataset_path), job.dataset_format, spec.label_column, spec.dataset_uri)
     features, labels = prepare_table(spec, table, log)
     log.write(f"data set {spec.dataset_uri}: {len(features)} rows, {features.shape[1]} feature columns")
@@ -126,6 +134,11 @@ def train(job: WorkerJob, log: IterationLog) -> dict:
     log.write(f"validation: {splits.strategy}")
     classes = np.unique(y) if spec.task == catalog.CLASSIFICATION else np.array([])
     label_range = float(np.max(y) - np.min(y)) if spec.task == catalog.REGRESSION else 0.0
+    out_of_fold = OutOfFoldCollector(spec.task, classes, label_range)
+
+    classification = spec.task == catalog.CLASSIFICATION
+    if spec.subsample < 1.0:
+        log.write(f"low fidelity: each fit uses {spec.subsample:.0%} of its training rows")
 
     fold_metrics = []
     with warnings.catch_warnings(record=True) as caught:
@@ -133,16 +146,22 @@ def train(job: WorkerJob, log: IterationLog) -> dict:
         # Known and accepted: see the SVM entry of pipelines.ESTIMATORS.
         warnings.filterwarnings("ignore", "The `probability` parameter was deprecated", FutureWarning)
         for number, (train_rows, test_rows) in enumerate(splits.folds, start=1):
+            train_rows = subsample_rows(train_rows, y, spec.subsample, spec.seed, classification)
             pipeline = _fit(spec, job.cores, features.iloc[train_rows], y[train_rows])
             scores = _score(spec, pipeline, features.iloc[test_rows], y[test_rows], classes, label_range)
             fold_metrics.append(scores)
+            out_of_fold.add(number, pipeline, features.iloc[test_rows], test_rows, y[test_rows])
             log.write(f"fold {number}/{len(splits.folds)}: "
                       + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
         averaged = metric_functions.average(fold_metrics)
-        final = _fit(spec, job.cores, features, y)
+        final_rows = subsample_rows(np.arange(len(y)), y, spec.subsample, spec.seed, classification)
+        final = _fit(spec, job.cores, features.iloc[final_rows], y[final_rows])
     _log_warnings(log, caught)
     duration = time.monotonic() - started
-    log.write(f"final model fitted on {len(features)} rows; validation and fit took {duration:.2f} s")
+    log.write(f"final model fitted on {len(final_rows)} rows; validation and fit took {duration:.2f} s")
+    featurization, guardrails = data_report(spec.task, spec.preprocess, final, features, y, splits.strategy)
+    for guardrail in guardrails:
+        log.write(f"guardrail {guardrail['name']}: {guardrail['status']}: {guardrail['description']}")
 
     model = StoredModel(pipeline=final, task=spec.task_name, feature_names=[str(c) for c in features.columns],
                         class_labels=list(classes), label_column=table.label_column, description=spec.description)
@@ -156,9 +175,13 @@ def train(job: WorkerJob, log: IterationLog) -> dict:
         "validation_strategy": splits.strategy, "rows": len(features), "duration_seconds": duration,
         "metrics": averaged, "fold_metrics": fold_metrics,
     })
-    log.write(f"stored {model_uri} and {metrics_uri}")
+    _, oof_key = output_store(job.s3, spec.output_uri, OOF_FILE)
+    oof_uri = store.put_bytes(oof_key, out_of_fold.to_bytes(splits.strategy))
+    log.write(f"stored {model_uri}, {metrics_uri} and {oof_uri}")
     log_uri = _upload_log(job, log, required=True)
     return {"metrics": averaged, "model_uri": model_uri, "log_uri": log_uri, "metrics_uri": metrics_uri,
+            "oof_predictions_uri": oof_uri,
+            "featurization": featurization, "guardrails": guardrails,
             "duration_seconds": duration, "validation_strategy": splits.strategy, "node": job.node}
 
 
