@@ -32,6 +32,7 @@ from google.protobuf import json_format
 from sklearn.model_selection import StratifiedKFold
 
 from automl.common import catalog
+from benchmarks.markdown import replace_section
 from automl.common.config import S3Settings
 from automl.common.storage import ObjectStore
 from automl.stack import Stack
@@ -43,6 +44,7 @@ from tests.integration.helpers import ensure_target, experiment_stub, upload_fra
 # The trainers record warnings in iteration logs; here they would only bury the table.
 warnings.filterwarnings("ignore", category=FutureWarning)
 
+SECTION = "## Service overhead on the demo's experiment"
 SEED = 0
 FOLDS = 5
 CORES_PER_NODE = 2  # STANDARD_DS2_V2
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         ("plain loop, 2 worker processes", parallel_wall),
     ]
     lines = [
-        "## Service overhead on the demo's experiment",
+        SECTION,
         "",
         f"Command: `python -m benchmarks.demo_overhead --iterations {args.iterations}` "
         f"({os.cpu_count()} cores, Python {platform.python_version()}). "
@@ -145,15 +147,7 @@ def main(argv: list[str] | None = None) -> None:
                   "storing models, metrics and logs, and scheduling.", ""]
     text = "\n".join(lines)
     print(text)
-    output = Path(args.output)
-    previous = output.read_text() if output.exists() else "# Benchmarks\n\n"
-    marker = "## Service overhead on the demo's experiment"
-    if marker in previous:
-        head, _, rest = previous.partition(marker)
-        tail = rest[rest.find("\n## "):] if "\n## " in rest else ""
-        previous = head.rstrip() + "\n\n"
-        text += tail
-    output.write_text(previous + text.rstrip() + "\n")
+    replace_section(Path(args.output), SECTION, text)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.markdown import replace_section
+
 SECTION = "## Search quality against FLAML"
 
 
@@ -125,11 +127,4 @@ def render(results, budget: float, command: str, run: str) -> str:
 
 def write_section(output: Path, text: str) -> None:
     """Replace this benchmark's section of `output`, or append it, keeping the other sections."""
-    previous = output.read_text() if output.exists() else "# Benchmarks\n\n"
-    tail = ""
-    if SECTION in previous:
-        head, _, rest = previous.partition(SECTION)
-        tail = rest[rest.find("\n## "):] if "\n## " in rest else ""
-        previous = head.rstrip() + "\n\n"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(previous + text.rstrip() + "\n" + tail)
+    replace_section(output, SECTION, text)

@@ -115,19 +115,13 @@ class ObjectStore:
         NotFound
             When the object or its bucket does not exist.
         """
-        bucket, key = parse_uri(uri, field)
-        try:
-            response = self.client.get_object(bucket, key)
-        except S3Error as error:
-            raise self._translate(error, uri) from error
-        try:
-            return response.read()
-        finally:
-            response.close()
-            response.release_conn()
+        return self._read(uri, field)
 
     def get_range(self, uri: str, length: int, field: str = "uri") -> bytes:
         """Read the first `length` bytes of an object, for sniffing headers."""
+        return self._read(uri, field, length)
+
+    def _read(self, uri: str, field: str, length: int = 0) -> bytes:
         bucket, key = parse_uri(uri, field)
         try:
             response = self.client.get_object(bucket, key, offset=0, length=length)
