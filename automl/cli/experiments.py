@@ -44,7 +44,12 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     submit.add_argument("--exit-score", type=float, metavar="S", help="stop once the primary metric reaches this score")
     submit.add_argument("--allowed-models", type=name_list, default=[], metavar="A,B", help="estimators to use, comma-separated")
     submit.add_argument("--blocked-models", type=name_list, default=[], metavar="A,B", help="estimators to skip, comma-separated")
-    submit.add_argument("--preprocess", action="store_true", help="impute missing values and encode categories")
+    submit.add_argument("--preprocess", action="store_true",
+                        help="featurize raw columns: detect types, drop junk columns, impute, encode")
+    submit.add_argument("--early-stopping", action="store_true",
+                        help="stop once 20 iterations ended and the best score gained at most 0.0001 in the last 10")
+    submit.add_argument("--no-voting-ensemble", action="store_true", help="skip the final VotingEnsemble iteration")
+    submit.add_argument("--no-stack-ensemble", action="store_true", help="skip the final StackEnsemble iteration")
     submit.add_argument("--explain", action="store_true", help="explain the best model with SHAP at the end")
     submit.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the search and of each iteration")
     submit.add_argument("--no-watch", action="store_true", help="return once the experiment is created")
@@ -101,7 +106,12 @@ def build_experiment(args, data_uri: str) -> experiment_pb2.Experiment:
         preprocess=args.preprocess,
         model_explainability=args.explain,
         seed=args.seed,
+        enable_early_stopping=args.early_stopping,
     )
+    if args.no_voting_ensemble:
+        experiment.enable_voting_ensemble = False
+    if args.no_stack_ensemble:
+        experiment.enable_stack_ensemble = False
 
     # Optional fields are set only when given, so the service applies its
     # defaults and validates exactly what the user typed.

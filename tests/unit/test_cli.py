@@ -59,6 +59,20 @@ def test_submit_leaves_unset_options_unset():
     assert not experiment.HasField("experiment_exit_score")
     assert not experiment.validation.HasField("n_cross_validations")
     assert not experiment.validation.HasField("validation_size")
+    assert not experiment.HasField("enable_voting_ensemble")
+    assert not experiment.HasField("enable_stack_ensemble")
+    assert not experiment.enable_early_stopping
+
+
+def test_submit_search_switches():
+    args = parse(*SUBMIT, "--early-stopping", "--no-voting-ensemble", "--no-stack-ensemble")
+    experiment = build_experiment(args, "s3://automl/datasets/iris.csv")
+
+    assert experiment.enable_early_stopping
+    assert experiment.HasField("enable_voting_ensemble")
+    assert not experiment.enable_voting_ensemble
+    assert experiment.HasField("enable_stack_ensemble")
+    assert not experiment.enable_stack_ensemble
 
 
 def test_submit_sets_every_given_option():
