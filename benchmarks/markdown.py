@@ -19,4 +19,4 @@ def replace_section(output: Path, heading: str, text: str) -> None:
         tail = rest[rest.find("\n## "):] if "\n## " in rest else ""
         previous = head.rstrip() + "\n\n"
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(previous + text.rstrip() + "\n" + tail)
+    output.write_text(previous.rstrip() + "\n\n" + text.rstrip() + "\n" + tail)
