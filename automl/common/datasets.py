@@ -86,7 +86,7 @@ def _read_npz(path: Path, name: str) -> Table:
     try:
         with np.load(path, allow_pickle=False) as arrays:
             if "X" not in arrays or "y" not in arrays:
-                raise invalid_field("dataset.uri", f"'{name}' must hold arrays 'X' and 'y'; it holds {list(arrays)}")
+                raise invalid_field("dataset.uri", f"'{name}' must contain arrays 'X' and 'y' but contains {list(arrays)}")
             features, labels = arrays["X"], arrays["y"]
     except (ValueError, OSError) as error:
         raise invalid_field("dataset.uri", f"'{name}' could not be read as NPZ: {error}") from error

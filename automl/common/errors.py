@@ -130,7 +130,7 @@ def grpc_errors(method):
     """Decorate a servicer method so domain errors become gRPC statuses.
 
     Works for unary methods and for server-streaming generator methods. Any
-    other exception is logged with its traceback and answered as INTERNAL
+    other exception is logged with its traceback and returned as INTERNAL
     without the traceback.
     """
     name = method.__name__

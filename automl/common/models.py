@@ -1,7 +1,7 @@
 """Fitted models on disk and in object storage, with skops instead of pickle.
 
 Loading a pickle runs arbitrary code, so models are stored with `skops.io`,
-which rebuilds only types it is told to trust. A stored model is a dict with
+which rebuilds only the types the caller trusts. A stored model is a dict with
 the fitted scikit-learn pipeline and metadata: task, feature names, class
 labels and the versions of Python and the estimator libraries that fitted it.
 `load_model` checks those versions and names any mismatch.
@@ -83,7 +83,7 @@ def loads_model(data: bytes, check_versions: bool = True) -> StoredModel:
     Raises
     ------
     UntrustedModel
-        When the file holds types outside `TRUSTED_MODULE_PREFIXES`.
+        When the file contains types outside `TRUSTED_MODULE_PREFIXES`.
     ModelVersionMismatch
         When `check_versions` is set and a library version differs.
     """

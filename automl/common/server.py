@@ -148,7 +148,7 @@ class ServiceServer:
 
 
 def wait_until_serving(address: str, timeout: float = 30.0, service: str = "") -> None:
-    """Block until the gRPC health check at `address` answers SERVING.
+    """Block until the gRPC health check at `address` returns SERVING.
 
     Raises
     ------

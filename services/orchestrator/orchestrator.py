@@ -1,7 +1,7 @@
 """The ExperimentService's logic, independent of gRPC.
 
 `Orchestrator` creates experiments after validating them, starts an
-`ExperimentRunner` per running experiment, answers reads from SQLite and
+`ExperimentRunner` per running experiment, serves reads from SQLite and
 streams events to watchers. On start it resumes every experiment that a
 previous process left unfinished.
 """
@@ -128,7 +128,7 @@ class Orchestrator:
                 raise NotFound(f"compute target {name} does not exist; create it first "
                                "(automl compute create)", "COMPUTE_TARGET_NOT_FOUND", {"compute_target": name}) from None
             if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise Unavailable(f"the ComputeService did not answer ({error.details()}); try again",
+                raise Unavailable(f"the ComputeService did not respond ({error.details()}); try again",
                                   "COMPUTE_UNAVAILABLE") from None
             raise from_rpc_error(error) from None
         if target.provisioning_state in (compute_pb2.PROVISIONING_STATE_DELETING, compute_pb2.PROVISIONING_STATE_FAILED):

@@ -2,7 +2,7 @@
 
 Every state change of an experiment or iteration goes through `Records`, which
 stores it and appends the matching event in one critical section, and wakes
-the watchers. A watcher that sees a terminal state therefore already finds the
+the watchers. A watcher that reads a terminal state therefore already finds the
 terminal event in the log.
 """
 

@@ -45,7 +45,7 @@ STATE_BY_CODE = {
 
 
 def _copy_data_report(experiment, response) -> None:
-    # Every iteration of an experiment sees the same data, so the first report stands.
+    # Every iteration of an experiment sees the same data, so the first report is kept.
     if experiment.guardrails:
         return
     experiment.guardrails.extend(response.guardrails)

@@ -74,7 +74,7 @@ class Trial:
     """An iteration as input to the proposer.
 
     `score` is None when the iteration failed or has not ended; `finished`
-    tells those apart. `duration` is in seconds, 0 when unknown.
+    distinguishes the two. `duration` is in seconds, 0 when unknown.
     """
 
     proposal: Proposal
