@@ -9,6 +9,10 @@ from automl.v1 import experiment_pb2
 MIN_START_SECONDS = 3.0
 # A trainer may run this long past the experiment's remaining time before it is timed out.
 OVERRUN_MARGIN_SECONDS = 5.0
+# Share of a time budget kept at its end for the ensembles, and the bounds of that reserve in seconds.
+ENSEMBLE_RESERVE_SHARE = 0.1
+ENSEMBLE_RESERVE_MIN_SECONDS = 5.0
+ENSEMBLE_RESERVE_MAX_SECONDS = 60.0
 
 # Early stopping, as the `enable_early_stopping` field of Experiment defines it.
 EARLY_STOPPING_MIN_ENDED = 20
@@ -23,16 +27,34 @@ def remaining_seconds(experiment, elapsed_seconds: float) -> float | None:
     return experiment.experiment_timeout_minutes * 60 - elapsed_seconds
 
 
-def iteration_timeout_seconds(experiment, remaining: float | None) -> float:
+def ensemble_reserve_seconds(experiment, ensembles: int) -> float:
+    """Return the seconds at the end of the time budget that only ensembles may use.
+
+    The search stops early by this much, so that the ensembles, which run
+    after it, fit inside the budget instead of being timed out at once.
+    It is `ENSEMBLE_RESERVE_SHARE` of the budget within
+    `ENSEMBLE_RESERVE_MIN_SECONDS` and `ENSEMBLE_RESERVE_MAX_SECONDS`, and
+    never more than half of it; 0 without a time budget or ensembles.
+    """
+    if not experiment.HasField("experiment_timeout_minutes") or ensembles == 0:
+        return 0.0
+    total = experiment.experiment_timeout_minutes * 60
+    reserve = min(max(ENSEMBLE_RESERVE_SHARE * total, ENSEMBLE_RESERVE_MIN_SECONDS), ENSEMBLE_RESERVE_MAX_SECONDS)
+    return min(reserve, total / 2)
+
+
+def iteration_timeout_seconds(experiment, remaining: float | None,
+                              margin: float = OVERRUN_MARGIN_SECONDS) -> float:
     """Return the trainer timeout of a new iteration: its own timeout, cut to the experiment's time left.
 
-    An iteration therefore ends at most `OVERRUN_MARGIN_SECONDS` past the
-    experiment's budget.
+    An iteration therefore ends at most `margin` seconds after `remaining`
+    runs out. A searched iteration gets no margin when the ensembles have a
+    reserve: the reserve is theirs.
     """
     timeout = experiment.iteration_timeout_minutes * 60
     if remaining is None:
         return timeout
-    return max(1.0, min(timeout, remaining + OVERRUN_MARGIN_SECONDS))
+    return max(1.0, min(timeout, remaining + margin))
 
 
 def is_full_fidelity(iteration) -> bool:

@@ -144,8 +144,7 @@ class ExperimentRunner:
                 self._retries.append(iteration.index)
         if experiment.state != experiment_pb2.EXPERIMENT_STATE_RUNNING:
             self.records.set_state(self.experiment_id, experiment_pb2.EXPERIMENT_STATE_RUNNING)
-        started = time.monotonic()
-        self._started = started
+        self._started = time.monotonic()
         self._pool = futures.ThreadPoolExecutor(max_workers=experiment.max_concurrent_iterations,
                                                 thread_name_prefix=f"iter-{self.experiment_id}")
         in_flight: set[futures.Future] = set()
@@ -153,7 +152,7 @@ class ExperimentRunner:
         while True:
             in_flight = {future for future in in_flight if not future.done()}
             experiment = self.records.experiment(self.experiment_id)
-            stop_reason = self._stop_reason(experiment, started)
+            stop_reason = self._stop_reason(experiment)
             has_work = bool(self._retries) or self.records.store.count_iterations(self.experiment_id) < experiment.iterations
             if stop_reason or not has_work:
                 if in_flight:
@@ -208,10 +207,10 @@ class ExperimentRunner:
                 return
             self._run_iteration(experiment, iteration, lease)
 
-    def _stop_reason(self, experiment, started: float) -> str:
+    def _stop_reason(self, experiment) -> str:
         if self._cancel.is_set():
             return "canceled"
-        remaining = budget.remaining_seconds(experiment, time.monotonic() - started)
+        remaining = self._remaining(experiment)
         if remaining is not None and remaining < budget.MIN_START_SECONDS:
             return "experiment timeout reached"
         if experiment.enable_early_stopping and budget.should_stop_early(
@@ -286,7 +285,18 @@ class ExperimentRunner:
                      iteration.state in ENDED_ITERATION_STATES)
 
     def _search_context(self, experiment) -> SearchContext:
-        return SearchContext(budget.remaining_seconds(experiment, time.monotonic() - self._started), self._rows)
+        return SearchContext(self._remaining(experiment), self._rows)
+
+    def _remaining(self, experiment, searched: bool = True) -> float | None:
+        """Return the time left of the budget, for searched iterations without the ensembles' reserve."""
+        remaining = budget.remaining_seconds(experiment, time.monotonic() - self._started)
+        if remaining is None or not searched:
+            return remaining
+        return remaining - self._reserve(experiment)
+
+    @staticmethod
+    def _reserve(experiment) -> float:
+        return budget.ensemble_reserve_seconds(experiment, len(ensembles.enabled_ensembles(experiment)))
 
     def _ended_iterations(self) -> list:
         ended = [it for it in self.records.store.list_iterations(self.experiment_id)
@@ -304,8 +314,11 @@ class ExperimentRunner:
         iteration.error = ""
         self.records.put_iteration(self.experiment_id, iteration)
         self.log.info("iteration_started", iteration=index, pipeline=iteration.pipeline.description, node=lease.node)
-        remaining = budget.remaining_seconds(experiment, time.monotonic() - self._started)
-        timeout = budget.iteration_timeout_seconds(experiment, remaining)
+        searched = not ensembles.is_ensemble(iteration)
+        remaining = self._remaining(experiment, searched)
+        reserved = searched and self._reserve(experiment) > 0
+        timeout = budget.iteration_timeout_seconds(experiment, remaining,
+                                                   margin=0.0 if reserved else budget.OVERRUN_MARGIN_SECONDS)
 
         request = trainer_pb2.RunIterationRequest(
             iteration=iteration.name, dataset=experiment.dataset, task=experiment.task, pipeline=iteration.pipeline,

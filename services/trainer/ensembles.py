@@ -248,14 +248,18 @@ def fit_meta_learner(task: int, reference: OutOfFold, predictions: list[np.ndarr
     return learner.fit(stacked, target), validated
 
 
-def load_members(store: ObjectStore, members: tuple[Member, ...]) -> tuple[list[StoredModel], list[OutOfFold]]:
-    """Download each member's model and out-of-fold predictions."""
-    models, outputs = [], []
-    for position, member in enumerate(members):
-        field = f"pipeline.ensemble_members[{position}]"
-        models.append(loads_model(store.get_bytes(member.model_uri, f"{field}.model_uri")))
-        outputs.append(load_oof(store.get_bytes(member.oof_predictions_uri, f"{field}.oof_predictions_uri")))
-    return models, outputs
+def load_outputs(store: ObjectStore, members: tuple[Member, ...]) -> list[OutOfFold]:
+    """Download each member's out-of-fold predictions."""
+    return [load_oof(store.get_bytes(member.oof_predictions_uri,
+                                     f"pipeline.ensemble_members[{position}].oof_predictions_uri"))
+            for position, member in enumerate(members)]
+
+
+def load_models(store: ObjectStore, members: tuple[Member, ...], positions) -> list[StoredModel]:
+    """Download the models of the members at `positions`."""
+    return [loads_model(store.get_bytes(members[position].model_uri,
+                                        f"pipeline.ensemble_members[{position}].model_uri"))
+            for position in positions]
 
 
 def train_ensemble(job, log) -> dict:
@@ -263,22 +267,12 @@ def train_ensemble(job, log) -> dict:
     spec = job.spec
     started = time.monotonic()
     store = ObjectStore(job.s3)
-    models, outputs = load_members(store, spec.ensemble_members)
     iterations = [member.iteration for member in spec.ensemble_members]
-    log.write(f"loaded {len(models)} members (iterations {', '.join(map(str, iterations))})")
-    if len({tuple(model.feature_names) for model in models}) > 1:
-        raise FailedPrecondition("the ensemble members were fitted on different feature columns; they must come "
-                                 "from one experiment", "ENSEMBLE_MEMBERS_INCOMPATIBLE")
-    predictions, reference = align(outputs)
-    log.write(f"out-of-fold predictions on {len(reference.row_indices)} shared rows "
+    predictions, reference = align(load_outputs(store, spec.ensemble_members))
+    log.write(f"out-of-fold predictions of {len(predictions)} members (iterations "
+              f"{', '.join(map(str, iterations))}) on {len(reference.row_indices)} shared rows "
               f"({reference.validation_strategy or 'validation unknown'})")
 
-    task_name = catalog.TASK_NAMES[spec.task]
-    classes = models[0].pipeline.classes_ if spec.task == catalog.CLASSIFICATION else []
-    if spec.task == catalog.CLASSIFICATION and len(classes) != len(reference.classes):
-        raise FailedPrecondition("the ensemble members' models and out-of-fold predictions have different classes",
-                                 "ENSEMBLE_MEMBERS_INCOMPATIBLE")
-    common = dict(task=task_name, classes=np.asarray(classes).tolist(), feature_names=list(models[0].feature_names))
     if spec.estimator == VOTING:
         weights = select_weights(spec.task, spec.hyperparameters["metric"], reference, predictions,
                                  spec.hyperparameters["rounds"])
@@ -287,23 +281,39 @@ def train_ensemble(job, log) -> dict:
                   f"{spec.hyperparameters['rounds']} rounds: "
                   + ", ".join(f"iteration {iterations[i]} weight {weights[i]:.2f}" for i in used))
         combined = weighted_average(predictions, weights)
-        fitted = VotingEnsembleModel(members=[models[i].pipeline for i in used],
-                                     weights=[float(weights[i]) for i in used], **common)
-        details = {"members": [iterations[i] for i in used], "weights": [float(weights[i]) for i in used]}
     else:
+        used = np.arange(len(predictions))
         try:
             meta_learner, combined = fit_meta_learner(spec.task, reference, predictions, spec.seed)
         except (ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
             raise FailedPrecondition(f"the StackEnsemble meta-learner could not be fitted: {error}",
                                      "PIPELINE_FIT_FAILED", {"iteration": spec.iteration}) from error
         log.write(f"meta-learner {type(meta_learner).__name__} fitted on {len(predictions)} members")
+
+    # Only the members an ensemble uses are downloaded: forest models can take hundreds of megabytes.
+    models = load_models(store, spec.ensemble_members, used)
+    log.write(f"loaded the models of {len(models)} members")
+    if len({tuple(model.feature_names) for model in models}) > 1:
+        raise FailedPrecondition("the ensemble members were fitted on different feature columns; they must come "
+                                 "from one experiment", "ENSEMBLE_MEMBERS_INCOMPATIBLE")
+    task_name = catalog.TASK_NAMES[spec.task]
+    classes = models[0].pipeline.classes_ if spec.task == catalog.CLASSIFICATION else []
+    if spec.task == catalog.CLASSIFICATION and len(classes) != len(reference.classes):
+        raise FailedPrecondition("the ensemble members' models and out-of-fold predictions have different classes",
+                                 "ENSEMBLE_MEMBERS_INCOMPATIBLE")
+    common = dict(task=task_name, classes=np.asarray(classes).tolist(), feature_names=list(models[0].feature_names))
+    if spec.estimator == VOTING:
+        fitted = VotingEnsembleModel(members=[model.pipeline for model in models],
+                                     weights=[float(weights[i]) for i in used], **common)
+        details = {"members": [iterations[i] for i in used], "weights": [float(weights[i]) for i in used]}
+    else:
         fitted = StackEnsembleModel(members=[model.pipeline for model in models], meta_learner=meta_learner, **common)
         details = {"members": iterations, "meta_learner": type(meta_learner).__name__}
 
     averaged = task_metrics(spec.task, reference, combined)
     log.write("ensemble metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in averaged.items()))
     duration = time.monotonic() - started
-    strategy = f"out-of-fold predictions of {len(models)} members"
+    strategy = f"out-of-fold predictions of {len(predictions)} members"
     if reference.validation_strategy:
         strategy += f" ({reference.validation_strategy})"
 

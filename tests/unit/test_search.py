@@ -42,8 +42,9 @@ def test_portfolio_comes_first():
 
     assert [(p.scaler, p.estimator, p.hyperparameters) for p in proposals] == [
         (s, e, h) for s, e, h in PORTFOLIOS[catalog.CLASSIFICATION]]
-    assert [p.description for p in proposals[:3]] == [
-        "LightGBM", "ExtremeRandomTrees", "XGBoostClassifier"]
+    # Boosting first: it is cheap while the data set's size is still unknown.
+    assert [p.description for p in proposals[:4]] == [
+        "LightGBM", "XGBoostClassifier", "LightGBM", "XGBoostClassifier"]
 
 
 def test_only_allowed_estimators():
@@ -155,3 +156,40 @@ def test_promotion_waits_for_a_few_low_fidelity_results():
 
     assert promoted.subsample == 1.0
     assert promoted.key() == portfolio[4].key()
+
+
+def test_promotion_skipped_when_it_would_not_end_in_time():
+    proposer = TPEProposer(catalog.CLASSIFICATION, CLASSIFIERS, 0, "AUC_weighted")
+    portfolio = proposer.portfolio
+    # 5 s on a quarter of the rows: about 20 s on every row.
+    history = [Trial(portfolio[i].at_fidelity(search.LOW_FIDELITY), 0.80 + 0.01 * i, duration=5.0)
+               for i in range(4)]
+
+    assert proposer.propose(4, history, SearchContext(remaining_seconds=10.0, rows=100_000)).subsample \
+        == search.LOW_FIDELITY
+    assert proposer.propose(4, history, SearchContext(remaining_seconds=30.0, rows=100_000)).subsample == 1.0
+
+
+def test_search_focuses_on_the_best_families():
+    leaders = {"LightGBM": 0.9, "XGBoostClassifier": 0.88, "LogisticRegression": 0.87}
+    portfolio_size = len(PORTFOLIOS[catalog.CLASSIFICATION])
+    proposals = run_proposer(0, CLASSIFIERS, count=portfolio_size + 30,
+                             score=lambda proposal: leaders.get(proposal.estimator, 0.6))
+    searched = [p.estimator for p in proposals[portfolio_size:]]
+    focused = sum(estimator in leaders for estimator in searched)
+
+    # Exploration draws keep the other families possible, but most draws go to the leaders.
+    assert focused >= 0.7 * len(searched)
+    assert focused < len(searched)
+
+
+def test_cheapest_family_when_every_family_is_slow():
+    proposer = TPEProposer(catalog.CLASSIFICATION, ["LightGBM", "KNN"], 0, "accuracy")
+    history = []
+    for index in range(6):
+        proposal = proposer.propose(index, history)
+        history.append(Trial(proposal, 0.9 if proposal.estimator == "LightGBM" else 0.7,
+                             duration=20.0 if proposal.estimator == "LightGBM" else 8.0))
+
+    # With 4 s left both families are slow; KNN, the cheaper one, still has a chance to end in time.
+    assert proposer.propose(6, history, SearchContext(remaining_seconds=4.0)).estimator == "KNN"

@@ -1,5 +1,6 @@
 """Experiment time budget, per-iteration timeouts, early stopping and full-fidelity best tracking."""
 
+import pytest
 from google.protobuf import timestamp_pb2
 
 from automl.v1 import experiment_pb2
@@ -31,6 +32,20 @@ def test_iteration_timeout_cut_to_remaining_budget():
     assert budget.iteration_timeout_seconds(experiment, 20.0) == 20.0 + budget.OVERRUN_MARGIN_SECONDS
     assert budget.iteration_timeout_seconds(experiment, 5000.0) == 600
     assert budget.iteration_timeout_seconds(experiment, -50.0) == 1.0
+
+
+def test_ensemble_reserve_is_a_bounded_share_of_the_budget():
+    def reserve(minutes, ensembles=2):
+        return budget.ensemble_reserve_seconds(experiment_pb2.Experiment(experiment_timeout_minutes=minutes), ensembles)
+
+    assert reserve(0.5) == budget.ENSEMBLE_RESERVE_MIN_SECONDS
+    assert reserve(1) == pytest.approx(6.0)
+    assert reserve(5) == pytest.approx(30.0)
+    assert reserve(60) == budget.ENSEMBLE_RESERVE_MAX_SECONDS
+    # A tiny budget keeps at least half of itself for the search.
+    assert reserve(0.1) == pytest.approx(3.0)
+    assert reserve(5, ensembles=0) == 0.0
+    assert budget.ensemble_reserve_seconds(experiment_pb2.Experiment(), 2) == 0.0
 
 
 def test_early_stopping_needs_twenty_ended():
