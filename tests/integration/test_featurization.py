@@ -127,7 +127,7 @@ def test_hotel_rates_columns_and_guardrails(run_case):
     assert "country" in guardrails["missing_values"].details
     high = guardrails["high_cardinality"]
     assert high.status == DONE
-    # Countries, agents and companies each have dozens of values in 750 rows.
+    # In 750 rows country, agent and company each have dozens of distinct values.
     assert {"country", "agent", "company"} & set(high.details)
 
 
@@ -141,7 +141,7 @@ def test_best_model_predicts_raw_held_out_rows(featurized):
         probabilities = model.pipeline.predict_proba(rows)
         positive = list(model.pipeline.classes_).index("good")
         score = roc_auc_score(test[label] == "good", probabilities[:, positive])
-        # Credit scoring models reach about 0.83 on the full data; a tenth of it still ranks well above chance.
+        # On the full data set boosted trees reach about 0.83 held-out AUC. Trained on 750 rows they stay well above 0.5.
         assert score > 0.7
     else:
         score = r2_score(test[label], model.pipeline.predict(rows))
