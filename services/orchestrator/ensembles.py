@@ -61,8 +61,7 @@ def ensemble_pipeline(experiment: experiment_pb2.Experiment, name: str,
                       members: list[experiment_pb2.Iteration]) -> pipeline_pb2.Pipeline:
     """Return the pipeline of ensemble `name` over `members`."""
     pipeline = pipeline_pb2.Pipeline(scaler="None", estimator=name, description=name)
-    if name == VOTING:
-        pipeline.hyperparameters.update({"metric": experiment.primary_metric})
+    pipeline.hyperparameters.update({"metric": experiment.primary_metric})
     for member in members:
         pipeline.ensemble_members.add(iteration=member.index, model_uri=member.model_uri,
                                       oof_predictions_uri=member.oof_predictions_uri)

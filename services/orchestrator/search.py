@@ -8,13 +8,18 @@ every call, so a proposal depends only on the seed, the iteration index and
 the history. A run with an iteration budget is therefore reproducible, and a
 restarted orchestrator continues where the previous one stopped.
 
-Three refinements on top of TPE:
+Four refinements on top of TPE:
 
 - Focus: a short budget allows few model-based draws, too few for TPE to
   learn which of a dozen families are worth it, so most draws come from the
   `FOCUS_FAMILIES` families with the best scores so far, and
   `EXPLORATION_SHARE` of them from every family. Boosted trees usually lead
   on tabular data, but a data set where a linear model leads keeps it.
+- Local refinement: a short budget also leaves TPE too few results to
+  model a space of ten hyperparameters, and its draws spread over all of
+  it. So `LOCAL_SHARE` of the proposals after the portfolio perturb one of
+  the `LOCAL_PARENTS` best configurations instead (see
+  `search_space.perturb`), as FLAML's local search does from its best point.
 - Cost: with a time budget, an estimator family whose mean iteration time
   exceeds `COST_SHARE` of the remaining time is not proposed again.
 - Fidelity: on data sets of more than `LARGE_DATA_ROWS` rows, new
@@ -35,7 +40,7 @@ import optuna
 from optuna.trial import TrialState, create_trial
 
 from automl.common import catalog
-from services.orchestrator.search_space import (PORTFOLIOS, SCALE_FREE, SCALER_CHOICES, SEARCH_SPACES,
+from services.orchestrator.search_space import (PORTFOLIOS, SCALE_FREE, SCALER_CHOICES, SEARCH_SPACES, perturb,
                                                 sample_random, to_distribution)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -52,7 +57,10 @@ COST_SHARE = 0.5
 STARTUP_TRIALS = 5
 # Fresh draws tried when a draw repeats a configuration or picks a family that is too slow or out of focus.
 REDRAWS = 10
-# After the portfolio, TPE draws from the families with the best scores so far...
+# After the portfolio, this share of the proposals perturbs one of the LOCAL_PARENTS best configurations.
+LOCAL_SHARE = 0.5
+LOCAL_PARENTS = 3
+# The other proposals are TPE draws from the families with the best scores so far...
 FOCUS_FAMILIES = 3
 # ...except on this share of the draws, which may pick any family.
 EXPLORATION_SHARE = 0.2
@@ -181,6 +189,9 @@ class TPEProposer:
         if excluded >= set(self.estimators):
             # Every family is slow for the time left: the cheapest one has the best chance to end in time.
             excluded = set(self.estimators) - {self._cheapest_family(history)}
+        local = self._local(index, history, tried, excluded)
+        if local is not None:
+            return local.at_fidelity(subsample)
         return self._sample(index, history, tried, excluded).at_fidelity(subsample)
 
     # Cost and fidelity
@@ -236,6 +247,30 @@ class TPEProposer:
             if remaining_seconds is not None and expected_seconds > remaining_seconds:
                 continue
             return trial.proposal.at_fidelity(1.0)
+        return None
+
+    # Local refinement
+
+    def _local(self, index: int, history: list[Trial], tried: set, excluded: set[str]) -> Proposal | None:
+        """Return a perturbation of one of the `LOCAL_PARENTS` best configurations, on `LOCAL_SHARE` of the draws."""
+        rng = random.Random(f"{self.seed}-{index}-local")
+        if rng.random() >= LOCAL_SHARE:
+            return None
+        sign = 1.0 if self.maximize else -1.0
+        scored = [(sign * score, trial) for trial, score in self._model_trials(history)
+                  if trial.finished and score is not None and math.isfinite(score)
+                  and trial.proposal.estimator not in excluded]
+        if not scored:
+            return None
+        scored.sort(key=lambda pair: pair[0], reverse=True)
+        parent = scored[rng.randrange(min(LOCAL_PARENTS, len(scored)))][1].proposal
+        space = SEARCH_SPACES[self.task][parent.estimator]
+        for _ in range(REDRAWS):
+            hyperparameters = {name: perturb(rng, space[name], value) if name in space else value
+                               for name, value in parent.hyperparameters.items()}
+            child = Proposal(parent.scaler, parent.estimator, hyperparameters)
+            if child.key() not in tried:
+                return child
         return None
 
     # Model-based sampling

@@ -204,3 +204,33 @@ def sample_random(rng: random.Random, spec):
     if kind == "logint":
         return int(round(math.exp(rng.uniform(math.log(bounds[0]), math.log(bounds[1])))))
     return rng.choice(bounds[0])
+
+
+# Spread of a perturbation: the standard deviation of the step, in natural-log units for log entries and as a
+# share of the range for uniform ones; and the chance that a categorical entry is drawn afresh.
+PERTURB_LOG_SIGMA = 0.4
+PERTURB_RANGE_SHARE = 0.15
+PERTURB_CHOICE_CHANCE = 0.2
+
+
+def perturb(rng: random.Random, spec, value):
+    """Return a value of a space entry near `value`: a Gaussian step, kept within the entry's bounds.
+
+    Constants and values that do not fit the entry come back unchanged.
+    """
+    if not isinstance(spec, tuple):
+        return value
+    kind, *bounds = spec
+    if kind == "choice":
+        return rng.choice(bounds[0]) if rng.random() < PERTURB_CHOICE_CHANCE else value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    low, high = bounds
+    if kind in ("log", "logint"):
+        if value <= 0:
+            return value
+        moved = math.exp(math.log(value) + rng.gauss(0.0, PERTURB_LOG_SIGMA))
+    else:
+        moved = value + rng.gauss(0.0, PERTURB_RANGE_SHARE * (high - low))
+    moved = min(max(moved, low), high)
+    return int(round(moved)) if kind in ("int", "logint") else moved

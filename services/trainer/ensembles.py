@@ -9,8 +9,9 @@ Neither refits a member: both work on the members' out-of-fold predictions
   the averaged out-of-fold predictions; a member's weight is the number of
   rounds that picked it divided by the number of rounds.
 - StackEnsemble: a linear meta-learner (LogisticRegression, RidgeCV) fitted
-  on the members' out-of-fold outputs; its metrics come from
-  `cross_val_predict` on the same folds the members were validated on.
+  on the out-of-fold outputs of the members that ensemble selection picks;
+  its metrics come from `cross_val_predict` on the same folds the members
+  were validated on.
 
 Metrics are averaged over those folds, as the members' metrics are.
 """
@@ -57,9 +58,10 @@ class Member:
 def ensemble_parameters(task: int, pipeline) -> tuple[dict, tuple[Member, ...]]:
     """Validate the hyperparameters and members of an ensemble pipeline.
 
-    Hyperparameters: `metric`, the metric to optimize (VotingEnsemble; the
+    Hyperparameters: `metric`, the metric ensemble selection optimizes (the
     task's default primary metric when unset), and `rounds`, the number of
-    selection rounds (VotingEnsemble, default 25).
+    selection rounds (default 25). Both ensembles use them: the
+    StackEnsemble stacks the members that selection picks.
 
     Raises
     ------
@@ -282,13 +284,19 @@ def train_ensemble(job, log) -> dict:
                   + ", ".join(f"iteration {iterations[i]} weight {weights[i]:.2f}" for i in used))
         combined = weighted_average(predictions, weights)
     else:
-        used = np.arange(len(predictions))
+        # The meta-learner stacks the members that ensemble selection picks: fewer inputs over-fit less, and
+        # the stored model holds fewer (possibly large) member models.
+        selected = np.flatnonzero(select_weights(spec.task, spec.hyperparameters["metric"], reference, predictions,
+                                                 spec.hyperparameters["rounds"]))
+        used = selected if len(selected) >= MIN_MEMBERS else np.arange(len(predictions))
         try:
-            meta_learner, combined = fit_meta_learner(spec.task, reference, predictions, spec.seed)
+            meta_learner, combined = fit_meta_learner(spec.task, reference, [predictions[i] for i in used],
+                                                      spec.seed)
         except (ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
             raise FailedPrecondition(f"the StackEnsemble meta-learner could not be fitted: {error}",
                                      "PIPELINE_FIT_FAILED", {"iteration": spec.iteration}) from error
-        log.write(f"meta-learner {type(meta_learner).__name__} fitted on {len(predictions)} members")
+        log.write(f"meta-learner {type(meta_learner).__name__} fitted on {len(used)} members (iterations "
+                  f"{', '.join(str(iterations[i]) for i in used)})")
 
     # Only the members an ensemble uses are downloaded: forest models can take hundreds of megabytes.
     models = load_models(store, spec.ensemble_members, used)
@@ -308,12 +316,12 @@ def train_ensemble(job, log) -> dict:
         details = {"members": [iterations[i] for i in used], "weights": [float(weights[i]) for i in used]}
     else:
         fitted = StackEnsembleModel(members=[model.pipeline for model in models], meta_learner=meta_learner, **common)
-        details = {"members": iterations, "meta_learner": type(meta_learner).__name__}
+        details = {"members": [iterations[i] for i in used], "meta_learner": type(meta_learner).__name__}
 
     averaged = task_metrics(spec.task, reference, combined)
     log.write("ensemble metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in averaged.items()))
     duration = time.monotonic() - started
-    strategy = f"out-of-fold predictions of {len(predictions)} members"
+    strategy = f"out-of-fold predictions of {len(used)} members"
     if reference.validation_strategy:
         strategy += f" ({reference.validation_strategy})"
 

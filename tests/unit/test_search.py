@@ -1,11 +1,12 @@
 """TPE proposer: reproducible, within the allowed models, portfolio first, better than random search."""
 
 import math
+import random
 
 import pytest
 
 from automl.common import catalog
-from services.orchestrator import search
+from services.orchestrator import search, search_space
 from services.orchestrator.search import SearchContext, TPEProposer, Trial
 from services.orchestrator.search_space import PORTFOLIOS, SEARCH_SPACES
 
@@ -193,3 +194,36 @@ def test_cheapest_family_when_every_family_is_slow():
 
     # With 4 s left both families are slow; KNN, the cheaper one, still has a chance to end in time.
     assert proposer.propose(6, history, SearchContext(remaining_seconds=4.0)).estimator == "KNN"
+
+
+def test_perturb_stays_in_bounds():
+    rng = random.Random(0)
+    for _ in range(200):
+        assert 16 <= search_space.perturb(rng, ("logint", 16, 1000), 990) <= 1000
+        assert isinstance(search_space.perturb(rng, ("int", 2, 12), 3.0), int)
+        assert 0.3 <= search_space.perturb(rng, ("float", 0.3, 1.0), 0.31) <= 1.0
+        assert search_space.perturb(rng, ("choice", ["gini", "entropy"]), "gini") in {"gini", "entropy"}
+    assert search_space.perturb(rng, 1, 1) == 1
+
+
+def test_local_proposals_perturb_the_best():
+    proposer = TPEProposer(catalog.CLASSIFICATION, CLASSIFIERS, 0, "accuracy")
+    history = []
+    for index in range(len(PORTFOLIOS[catalog.CLASSIFICATION])):
+        proposal = proposer.propose(index, history)
+        history.append(Trial(proposal, {"LightGBM": 0.9, "RandomForest": 0.8}.get(proposal.estimator, 0.5)))
+    parents = {t.proposal.key(): t.proposal for t in history if t.score >= 0.8}
+    drawn = [proposer._local(index, history, set(), set()) for index in range(100)]
+    local = [proposal for proposal in drawn if proposal is not None]
+
+    # About LOCAL_SHARE of the draws are local, each a small step from one of the best configurations.
+    assert 30 <= len(local) <= 70
+    for child in local:
+        assert child.estimator in {"LightGBM", "RandomForest"}
+        assert child.key() not in parents
+        nearest = min((p for p in parents.values() if p.estimator == child.estimator),
+                      key=lambda p: sum(abs(math.log(child.hyperparameters[k] / v)) for k, v in p.hyperparameters.items()
+                                        if isinstance(v, (int, float)) and v > 0))
+        for name, value in nearest.hyperparameters.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+                assert abs(math.log(child.hyperparameters[name] / value)) < 2.5, (name, value, child)
