@@ -19,7 +19,7 @@ Four refinements on top of TPE:
   model a space of ten hyperparameters, and its draws spread over all of
   it. So `LOCAL_SHARE` of the proposals after the portfolio perturb one of
   the `LOCAL_PARENTS` best configurations instead (see
-  `search_space.perturb`), as FLAML's local search does from its best point.
+  `search_space.perturb`).
 - Cost: with a time budget, an estimator family whose mean iteration time
   exceeds `COST_SHARE` of the remaining time is not proposed again.
 - Fidelity: on data sets of more than `LARGE_DATA_ROWS` rows, new
@@ -252,7 +252,7 @@ class TPEProposer:
     # Local refinement
 
     def _local(self, index: int, history: list[Trial], tried: set, excluded: set[str]) -> Proposal | None:
-        """Return a perturbation of one of the `LOCAL_PARENTS` best configurations, on `LOCAL_SHARE` of the draws."""
+        """Return a perturbation of one of the best configurations, or None (on 1 - `LOCAL_SHARE` of the draws)."""
         rng = random.Random(f"{self.seed}-{index}-local")
         if rng.random() >= LOCAL_SHARE:
             return None

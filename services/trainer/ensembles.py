@@ -285,7 +285,7 @@ def train_ensemble(job, log) -> dict:
         combined = weighted_average(predictions, weights)
     else:
         # The meta-learner stacks the members that ensemble selection picks: fewer inputs over-fit less, and
-        # the stored model holds fewer (possibly large) member models.
+        # the stored model contains fewer (possibly large) member models.
         selected = np.flatnonzero(select_weights(spec.task, spec.hyperparameters["metric"], reference, predictions,
                                                  spec.hyperparameters["rounds"]))
         used = selected if len(selected) >= MIN_MEMBERS else np.arange(len(predictions))
