@@ -2,8 +2,9 @@
 
 Names follow Azure's VM sizes, so targets written for Azure Machine Learning
 read the same here. The local provider passes the cores and memory of the
-size to each trainer node as limits (`--cores`, `--memory-mb`). It does not
-reserve them on the host.
+size to each trainer node as limits (`--cores`, `--memory-mb`): iterations
+use that many cores, and a worker over the memory is stopped. The provider
+does not reserve them on the host.
 
 =================  =====  ==========
 Name               Cores  Memory MiB

@@ -41,7 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--node-name", default="computeTargets/local/nodes/node-1",
                         help="resource name of this node, reported in responses and logs")
     parser.add_argument("--cores", type=int, default=1, help="cores an iteration may use (n_jobs)")
-    parser.add_argument("--memory-mb", type=int, default=4096, help="memory of the node in MiB, reported in out-of-memory errors")
+    parser.add_argument("--memory-mb", type=int, default=4096,
+                        help="memory limit of one iteration in MiB (the VM size's memory); a worker above it is "
+                             "stopped")
     parser.add_argument("--cache-dir", type=Path, default=None, help="folder for cached data sets")
     args = parser.parse_args(argv)
     if args.cores < 1:

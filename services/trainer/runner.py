@@ -31,6 +31,7 @@ from automl.common.errors import (AlreadyExists, Cancelled, DeadlineExceeded, Fa
                                   FieldViolation, InvalidArgument, NotFound, ResourceExhausted,
                                   ServiceError, Unavailable)
 from automl.common.storage import ObjectStore
+from services.trainer.memory import group_rss_mib
 from services.trainer.spec import IterationSpec
 from services.trainer.outputs import output_store
 
@@ -55,8 +56,7 @@ class NodeSettings:
 
     name: str
     cores: int
-    # NOTE: memory_mb only appears in error messages. Workers get no memory limit,
-    # so the kernel's OOM killer ends a worker that outgrows the machine.
+    # The memory limit of one iteration: a worker whose process group's resident memory exceeds it is stopped.
     memory_mb: int
     cache_dir: Path
 
@@ -85,6 +85,8 @@ class _Run:
     iteration: str
     process: multiprocessing.Process | None = None
     stop_reason: str = ""
+    # Resident memory in MiB when the memory limit stopped the worker.
+    memory_used_mib: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def stop(self, reason: str) -> None:
@@ -290,6 +292,8 @@ class IterationRunner:
                 run.stop("timeout")
             elif not caller_active():
                 run.stop("caller_gone")
+            else:
+                self._check_memory(process, run)
             ready = wait([receiver, process.sentinel], timeout=max(0.0, min(POLL_SECONDS, remaining)))
             self._raise_if_stopped(spec, run, deadline)
             if receiver in ready:
@@ -303,6 +307,14 @@ class IterationRunner:
                 self._raise_if_stopped(spec, run, deadline)
                 raise _crash_error(spec, process.exitcode, self.node.memory_mb)
 
+    def _check_memory(self, process, run: _Run) -> None:
+        used = group_rss_mib(process.pid) if process.pid is not None else None
+        if used is not None and used > self.node.memory_mb:
+            run.memory_used_mib = used
+            log.warning("worker_memory_limit_exceeded", iteration=run.iteration, pid=process.pid,
+                        used_mib=round(used), limit_mib=self.node.memory_mb)
+            run.stop("memory")
+
     def _raise_if_stopped(self, spec: IterationSpec, run: _Run, deadline: float) -> None:
         if not run.stop_reason and time.monotonic() >= deadline:
             run.stop("timeout")
@@ -312,6 +324,13 @@ class IterationRunner:
                 f"iteration {spec.iteration} timed out after {spec.timeout_seconds:g} s; its worker was stopped. "
                 "Raise the iteration timeout or choose a faster pipeline", "ITERATION_TIMEOUT",
                 {"iteration": spec.iteration, "timeout_seconds": f"{spec.timeout_seconds:g}"})
+        if reason == "memory":
+            raise ResourceExhausted(
+                f"iteration {spec.iteration} used {run.memory_used_mib:.0f} MiB, over the node's memory limit of "
+                f"{self.node.memory_mb} MiB; its worker was stopped and the node keeps running. Use a VM size "
+                "with more memory, fewer rows or a lighter pipeline", "ITERATION_MEMORY_LIMIT",
+                {"iteration": spec.iteration, "memory_limit_mib": str(self.node.memory_mb),
+                 "memory_used_mib": f"{run.memory_used_mib:.0f}"})
         if reason:
             raise Cancelled(f"iteration {spec.iteration} was cancelled ({reason.replace('_', ' ')})",
                             "ITERATION_CANCELLED", {"iteration": spec.iteration})
