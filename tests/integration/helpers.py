@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import time
 
 import grpc
@@ -91,3 +92,23 @@ def field_violations(error: grpc.RpcError) -> dict[str, str]:
             detail.Unpack(bad_request)
             found.update({v.field: v.description for v in bad_request.field_violations})
     return found
+
+
+def worker_pids() -> set[int]:
+    """Return the pids of running trainer workers on this machine (Linux).
+
+    A worker is forked from its node's forkserver and makes itself a process
+    group leader, while the forkserver stays in its node's group.
+    """
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline_file:
+                cmdline = cmdline_file.read()
+            if b"multiprocessing.forkserver" in cmdline and os.getpgid(int(entry)) == int(entry):
+                pids.add(int(entry))
+        except (OSError, ProcessLookupError):  # The process ended while being read.
+            continue
+    return pids

@@ -1,5 +1,7 @@
 """The experiment flow through the real processes: S3, compute, trainers, explainer, orchestrator."""
 
+import time
+
 import grpc
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ from automl.common import catalog
 from automl.common.models import loads_model
 from automl.v1 import experiment_pb2, pipeline_pb2
 from tests.integration.helpers import (ensure_target, experiment_stub, field_violations, iris_frame, slow_frame,
-                                       upload_frame, wait_for, wait_terminal)
+                                       upload_frame, wait_for, wait_terminal, worker_pids)
 
 pytestmark = pytest.mark.integration
 
@@ -141,7 +143,13 @@ def test_cancel_iteration_then_experiment(stack, store):
         return next((it for it in iterations if it.state == experiment_pb2.ITERATION_STATE_RUNNING), None)
 
     first = wait_for(running_iteration, 60, what="a running iteration")
+    # One experiment with one iteration at a time runs now, so there is exactly one worker.
+    workers = wait_for(worker_pids, 30, what="the iteration's worker process")
+    assert len(workers) == 1
+    requested = time.monotonic()
     stub.CancelIteration(experiment_pb2.CancelIterationRequest(name=first.name))
+    wait_for(lambda: not (workers & worker_pids()), 1.0, interval=0.05, what="the worker gone within 1 s")
+    assert time.monotonic() - requested < 1.0
     canceled = wait_for(lambda: (it := stub.GetIteration(experiment_pb2.GetIterationRequest(name=first.name)))
                         .state == experiment_pb2.ITERATION_STATE_CANCELED and it, 10, what="iteration canceled")
     assert canceled.error
