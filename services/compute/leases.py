@@ -71,6 +71,8 @@ class LeasingPool(NodePool):
             try:
                 while True:
                     if target.waiters[0] is waiter:
+                        # A node that died since the autoscaler's last pass must not be leased again.
+                        self._check_exits(target)
                         node = self._idle_node(target)
                         if node is not None:
                             return self._lease(target, node, holder)

@@ -35,6 +35,9 @@ ACQUIRE_WAIT_SECONDS = 5
 RPC_MARGIN_SECONDS = 30
 # Attempts of an iteration whose node vanished (UNAVAILABLE) before it is failed.
 MAX_ATTEMPTS = 3
+# Pause before an iteration that lost its node runs again, doubled per attempt. A node killed a moment ago
+# can still look alive to the compute service, which would lease it again.
+RETRY_BACKOFF_SECONDS = 1.0
 EXPLAIN_ATTEMPTS = 3
 EXPLAIN_TIMEOUT_SECONDS = 1800
 
@@ -339,6 +342,7 @@ class ExperimentRunner:
                 self._running.pop(index, None)
             self._release(lease)
         if retry:
+            self._cancel.wait(RETRY_BACKOFF_SECONDS * 2 ** (iteration.attempts - 1))
             self._retries.append(index)
         else:
             iteration.end_time.CopyFrom(now())

@@ -263,7 +263,7 @@ class IterationRunner:
         receiver, sender = self._context.Pipe(duplex=False)
         job = training.WorkerJob(spec=spec, dataset_path=str(dataset_path),
                                  dataset_format=dataset_format(spec.dataset_uri), log_path=str(log_path),
-                                 s3=self.s3, node=self.node.name, cores=self.node.cores)
+                                 s3=self.s3, node=self.node.name, cores=self.node.cores, server_pid=os.getpid())
         process = self._context.Process(target=training.run_worker, args=(job, sender),
                                         name=f"trainer-{spec.iteration}", daemon=True)
         with run.lock:

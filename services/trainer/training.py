@@ -9,6 +9,8 @@ result or an error dict back over a pipe and does not raise.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 import traceback
 import warnings
@@ -40,6 +42,9 @@ from services.trainer.validation import make_splits
 
 # Errors scikit-learn, numpy and LightGBM raise when a pipeline cannot be fitted on the data
 # (XGBoostError is a ValueError).
+# How often a worker checks that the trainer server still runs.
+SERVER_CHECK_SECONDS = 0.5
+
 FIT_ERRORS = (ValueError, ArithmeticError, np.linalg.LinAlgError, LightGBMError)
 
 
@@ -54,6 +59,8 @@ class WorkerJob:
     s3: S3Settings
     node: str
     cores: int
+    # The trainer server's pid: the worker stops itself when that process is gone.
+    server_pid: int = 0
 
 
 class IterationLog:
@@ -76,6 +83,33 @@ class IterationLog:
         return self.path.read_text(encoding="utf-8")
 
 
+def _exit_without_server(server_pid: int) -> None:
+    """Kill this worker's process group once the trainer server is gone.
+
+    The worker's parent is the forkserver, which outlives a trainer killed by
+    SIGKILL, so without this check the fit would run on as an orphan.
+    """
+    while _running(server_pid):
+        time.sleep(SERVER_CHECK_SECONDS)
+    os.killpg(0, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Return whether `pid` runs; a zombie, whose parent has not reaped it yet, counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            stat = stat_file.read()
+    except FileNotFoundError:
+        return False
+    except OSError:  # No /proc here: fall back to a signal check, which sees zombies as running.
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] != b"Z"
+
+
 def run_worker(job: WorkerJob, sender) -> None:
     """Process target: run the iteration and send `{"status": "ok", "result": ...}` or an error."""
     try:
@@ -83,6 +117,9 @@ def run_worker(job: WorkerJob, sender) -> None:
         os.setpgid(0, 0)
     except OSError:
         pass
+    if job.server_pid:
+        threading.Thread(target=_exit_without_server, args=(job.server_pid,), name="server-watch",
+                         daemon=True).start()
     log = IterationLog(job.log_path)
     try:
         try:

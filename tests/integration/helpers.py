@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import time
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -112,3 +113,29 @@ def worker_pids() -> set[int]:
         except (OSError, ProcessLookupError):  # The process ended while being read.
             continue
     return pids
+
+
+def node_pids(prefix: str) -> dict[str, int]:
+    """Return {node name: pid} of the trainer processes whose node name starts with `prefix`."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"services.trainer" in arguments and b"--node-name" in arguments:
+            name = arguments[arguments.index(b"--node-name") + 1].decode()
+            if name.startswith(prefix):
+                found[name] = int(entry.name)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs; a zombie counts as gone."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"

@@ -25,6 +25,7 @@ from automl.v1 import compute_pb2, compute_pb2_grpc
 from services.compute.local_provider import LocalProvider
 from services.compute.manager import ComputeManager
 from services.compute.models import ProvisioningState, TargetSpec
+from tests.integration.helpers import alive, node_pids
 
 pytestmark = [
     pytest.mark.integration,
@@ -46,32 +47,6 @@ def stack(tmp_path_factory):
 def compute(stack):
     with grpc.insecure_channel(stack.address("compute")) as channel:
         yield compute_pb2_grpc.ComputeServiceStub(channel)
-
-
-def node_pids(prefix: str) -> dict[str, int]:
-    """Return {node name: pid} of the trainer processes whose node name starts with `prefix`."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            arguments = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"services.trainer" in arguments and b"--node-name" in arguments:
-            name = arguments[arguments.index(b"--node-name") + 1].decode()
-            if name.startswith(prefix):
-                found[name] = int(entry.name)
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Whether `pid` runs; a zombie counts as gone."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def wait_for(condition, timeout: float, description: str):

@@ -1,0 +1,54 @@
+"""Faults caused on purpose in the real processes, and what the experiment makes of them."""
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from automl.v1 import experiment_pb2, pipeline_pb2
+from tests.integration.helpers import (alive, ensure_target, experiment_stub, node_pids, slow_frame, upload_frame,
+                                       wait_for, wait_terminal, worker_pids)
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds node processes through /proc"),
+]
+
+
+def test_killed_trainer_iteration_retried(stack, store):
+    stub = experiment_stub(stack)
+    target = ensure_target(stack, "fault-cluster")
+    uri = upload_frame(store, "datasets/fault-slow.csv", slow_frame())
+    experiment = experiment_pb2.Experiment(
+        dataset=pipeline_pb2.Dataset(uri=uri, label_column="label"), compute_target=target,
+        task=pipeline_pb2.TASK_CLASSIFICATION, primary_metric="AUC_weighted", seed=1, iterations=2,
+        max_concurrent_iterations=1, validation=pipeline_pb2.Validation(n_cross_validations=3),
+        allowed_models=["GradientBoosting"], enable_voting_ensemble=False, enable_stack_ensemble=False)
+    stub.CreateExperiment(experiment_pb2.CreateExperimentRequest(experiment_id="fault-kill", experiment=experiment))
+
+    def running_iteration():
+        iterations = stub.ListIterations(experiment_pb2.ListIterationsRequest(parent="experiments/fault-kill"))
+        return next((it for it in iterations.iterations if it.state == experiment_pb2.ITERATION_STATE_RUNNING), None)
+
+    first = wait_for(running_iteration, 60, what="a running iteration")
+    workers = wait_for(worker_pids, 30, what="the iteration's worker process")
+    pid = node_pids(first.node)[first.node]
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not alive(pid), 10, what="the trainer node to die")
+    # The dead node's worker does not run on as an orphan.
+    wait_for(lambda: not any(alive(worker) for worker in workers), 10, what="the dead node's worker to exit")
+
+    ended = wait_terminal(stub, "experiments/fault-kill", timeout=240)
+    iterations = {it.index: it for it in stub.ListIterations(
+        experiment_pb2.ListIterationsRequest(parent="experiments/fault-kill")).iterations}
+
+    # The lost attempt is recorded, the iteration ran again elsewhere, and both iterations are accounted for.
+    assert ended.state == experiment_pb2.EXPERIMENT_STATE_SUCCEEDED, [(it.attempts, it.error) for it in iterations.values()]
+    assert sorted(iterations) == [0, 1]
+    retried = iterations[first.index]
+    assert retried.state == experiment_pb2.ITERATION_STATE_SUCCEEDED, retried.error
+    assert retried.attempts == 2
+    assert retried.node != first.node
+    assert all(it.state == experiment_pb2.ITERATION_STATE_SUCCEEDED for it in iterations.values())
+    assert first.node not in node_pids(f"{target}/nodes/")
