@@ -52,3 +52,44 @@ def test_killed_trainer_iteration_retried(stack, store):
     assert retried.node != first.node
     assert all(it.state == experiment_pb2.ITERATION_STATE_SUCCEEDED for it in iterations.values())
     assert first.node not in node_pids(f"{target}/nodes/")
+
+
+def test_orchestrator_killed_and_restarted_resumes(stack, store):
+    stub = experiment_stub(stack)
+    target = ensure_target(stack, "fault-cluster")
+    uri = upload_frame(store, "datasets/fault-resume.csv", slow_frame())
+    experiment = experiment_pb2.Experiment(
+        dataset=pipeline_pb2.Dataset(uri=uri, label_column="label"), compute_target=target,
+        task=pipeline_pb2.TASK_CLASSIFICATION, primary_metric="AUC_weighted", seed=2, iterations=2,
+        max_concurrent_iterations=1, validation=pipeline_pb2.Validation(n_cross_validations=3),
+        allowed_models=["GradientBoosting"], enable_voting_ensemble=False, enable_stack_ensemble=False)
+    name = "experiments/fault-resume"
+    stub.CreateExperiment(experiment_pb2.CreateExperimentRequest(experiment_id="fault-resume", experiment=experiment))
+
+    # A watcher reads events until the first iteration has succeeded and the second has started.
+    seen = []
+    for response in stub.WatchExperiment(experiment_pb2.WatchExperimentRequest(name=name), timeout=180):
+        seen.append(response.event)
+        if response.event.type == experiment_pb2.EVENT_TYPE_ITERATION_STARTED and response.event.iteration.index == 1:
+            break
+    finished = stub.GetIteration(experiment_pb2.GetIterationRequest(name=f"{name}/iterations/0"))
+    assert finished.state == experiment_pb2.ITERATION_STATE_SUCCEEDED
+
+    stack.stop_part("experiment", signal.SIGKILL)
+    stack.start_part("experiment")
+    stub = experiment_stub(stack)
+
+    # The watcher reconnects after the last event it received and sees the rest of the experiment.
+    resumed = [response.event for response in stub.WatchExperiment(experiment_pb2.WatchExperimentRequest(
+        name=name, start_index=seen[-1].index + 1), timeout=240)]
+    ended = stub.GetExperiment(experiment_pb2.GetExperimentRequest(name=name))
+    iterations = stub.ListIterations(experiment_pb2.ListIterationsRequest(parent=name)).iterations
+
+    assert ended.state == experiment_pb2.EXPERIMENT_STATE_SUCCEEDED, ended.error
+    assert [it.index for it in iterations] == [0, 1]
+    assert all(it.state == experiment_pb2.ITERATION_STATE_SUCCEEDED for it in iterations)
+    # The iteration that had ended keeps its result; the one in flight ran again.
+    assert iterations[0].score == finished.score
+    assert iterations[0].end_time == finished.end_time
+    assert [event.index for event in resumed] == list(range(seen[-1].index + 1, seen[-1].index + 1 + len(resumed)))
+    assert resumed[-1].state == experiment_pb2.EXPERIMENT_STATE_SUCCEEDED
