@@ -16,16 +16,22 @@ pytestmark = [
 ]
 
 
-def test_killed_trainer_iteration_retried(stack, store):
-    stub = experiment_stub(stack)
-    target = ensure_target(stack, "fault-cluster")
-    uri = upload_frame(store, "datasets/fault-slow.csv", slow_frame())
+def create_slow_experiment(stub, store, target: str, experiment_id: str) -> str:
+    """Create an experiment of two GradientBoosting iterations, one at a time, slow enough to interrupt."""
+    uri = upload_frame(store, f"datasets/{experiment_id}.csv", slow_frame())
     experiment = experiment_pb2.Experiment(
         dataset=pipeline_pb2.Dataset(uri=uri, label_column="label"), compute_target=target,
         task=pipeline_pb2.TASK_CLASSIFICATION, primary_metric="AUC_weighted", seed=1, iterations=2,
         max_concurrent_iterations=1, validation=pipeline_pb2.Validation(n_cross_validations=3),
         allowed_models=["GradientBoosting"], enable_voting_ensemble=False, enable_stack_ensemble=False)
-    stub.CreateExperiment(experiment_pb2.CreateExperimentRequest(experiment_id="fault-kill", experiment=experiment))
+    stub.CreateExperiment(experiment_pb2.CreateExperimentRequest(experiment_id=experiment_id, experiment=experiment))
+    return f"experiments/{experiment_id}"
+
+
+def test_killed_trainer_iteration_retried(stack, store):
+    stub = experiment_stub(stack)
+    target = ensure_target(stack, "fault-cluster")
+    create_slow_experiment(stub, store, target, "fault-kill")
 
     def running_iteration():
         iterations = stub.ListIterations(experiment_pb2.ListIterationsRequest(parent="experiments/fault-kill"))
@@ -57,14 +63,7 @@ def test_killed_trainer_iteration_retried(stack, store):
 def test_orchestrator_killed_and_restarted_resumes(stack, store):
     stub = experiment_stub(stack)
     target = ensure_target(stack, "fault-cluster")
-    uri = upload_frame(store, "datasets/fault-resume.csv", slow_frame())
-    experiment = experiment_pb2.Experiment(
-        dataset=pipeline_pb2.Dataset(uri=uri, label_column="label"), compute_target=target,
-        task=pipeline_pb2.TASK_CLASSIFICATION, primary_metric="AUC_weighted", seed=2, iterations=2,
-        max_concurrent_iterations=1, validation=pipeline_pb2.Validation(n_cross_validations=3),
-        allowed_models=["GradientBoosting"], enable_voting_ensemble=False, enable_stack_ensemble=False)
-    name = "experiments/fault-resume"
-    stub.CreateExperiment(experiment_pb2.CreateExperimentRequest(experiment_id="fault-resume", experiment=experiment))
+    name = create_slow_experiment(stub, store, target, "fault-resume")
 
     # A watcher reads events until the first iteration has succeeded and the second has started.
     seen = []
