@@ -4,11 +4,12 @@ import os
 import signal
 from pathlib import Path
 
+import grpc
 import pytest
 
 from automl.v1 import experiment_pb2, pipeline_pb2
-from tests.integration.helpers import (alive, ensure_target, experiment_stub, node_pids, slow_frame, upload_frame,
-                                       wait_for, wait_terminal, worker_pids)
+from tests.integration.helpers import (alive, ensure_target, experiment_stub, iris_frame, node_pids, slow_frame,
+                                       upload_frame, wait_for, wait_terminal, worker_pids)
 
 pytestmark = [
     pytest.mark.integration,
@@ -92,3 +93,34 @@ def test_orchestrator_killed_and_restarted_resumes(stack, store):
     assert iterations[0].end_time == finished.end_time
     assert [event.index for event in resumed] == list(range(seen[-1].index + 1, seen[-1].index + 1 + len(resumed)))
     assert resumed[-1].state == experiment_pb2.EXPERIMENT_STATE_SUCCEEDED
+
+
+def test_explainer_down_fails_only_the_explanation(stack, store):
+    stub = experiment_stub(stack)
+    uri = upload_frame(store, "datasets/fault-explainer.csv", iris_frame())
+    experiment = experiment_pb2.Experiment(
+        dataset=pipeline_pb2.Dataset(uri=uri, label_column="species"), compute_target=ensure_target(
+            stack, "fault-cluster"), task=pipeline_pb2.TASK_CLASSIFICATION, primary_metric="accuracy", seed=3,
+        iterations=2, max_concurrent_iterations=2, model_explainability=True, allowed_models=["LogisticRegression"],
+        enable_voting_ensemble=False, enable_stack_ensemble=False)
+    name = "experiments/fault-explainer"
+
+    stack.stop_part("explainer")
+    try:
+        stub.CreateExperiment(experiment_pb2.CreateExperimentRequest(experiment_id="fault-explainer",
+                                                                     experiment=experiment))
+        ended = wait_terminal(stub, name, timeout=120)
+    finally:
+        stack.start_part("explainer")
+
+    # The experiment's results stay: it succeeds, its best model is there, and the explanation says why it failed.
+    assert ended.state == experiment_pb2.EXPERIMENT_STATE_SUCCEEDED, ended.error
+    assert ended.explanation_state == experiment_pb2.EXPLANATION_STATE_FAILED
+    assert ended.explanation_error.startswith("UNAVAILABLE")
+    best = stub.GetBestIteration(experiment_pb2.GetBestIterationRequest(parent=name))
+    assert best.state == experiment_pb2.ITERATION_STATE_SUCCEEDED
+    assert store.get_bytes(best.model_uri)
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.GetExplanation(experiment_pb2.GetExplanationRequest(parent=name))
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "FAILED" in raised.value.details()
