@@ -113,7 +113,7 @@ def test_explainer_down_fails_only_the_explanation(stack, store):
     finally:
         stack.start_part("explainer")
 
-    # The experiment's results stay: it succeeds, its best model is there, and the explanation says why it failed.
+    # The experiment's results stay: it succeeds, its best model is there, and explanation_error gives the reason.
     assert ended.state == experiment_pb2.EXPERIMENT_STATE_SUCCEEDED, ended.error
     assert ended.explanation_state == experiment_pb2.EXPLANATION_STATE_FAILED
     assert ended.explanation_error.startswith("UNAVAILABLE")
