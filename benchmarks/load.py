@@ -163,9 +163,9 @@ def report(stub, names: list[str], args: argparse.Namespace, latencies: Latencie
              f"Command: `{command}` (2 cores, loopback only, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
              f"1-minute load average {os.getloadavg()[0]:.1f} at the end). {args.clients} clients each submitted "
              f"one iris experiment of {args.iterations} iterations (fast scikit-learn estimators, no ensembles) "
-             f"to one {args.nodes}-node compute target at the same moment; {args.watchers} watchers streamed "
-             f"WatchExperiment and {args.readers} reader threads called Get/List in a loop until every experiment "
-             f"ended.", "",
+             f"to one {args.nodes}-node compute target at the same moment. Meanwhile {args.watchers} watchers "
+             f"streamed WatchExperiment and {args.readers} reader threads called Get/List in a loop until every "
+             f"experiment ended.", "",
              f"- Experiments that succeeded with all {args.iterations} iterations: {complete} of {len(names)}, "
              f"in {seconds:.0f} s.",
              f"- Watchers that saw every iteration end: {watched} of {len(ended_counts)}.", "",

@@ -35,9 +35,9 @@ the portfolio.
   row and column subsampling), the middle ground between the two.
 - Extremely randomized trees and random forests with scikit-learn's
   defaults (100 trees, max_features "sqrt", fully grown trees). More trees
-  would lower the variance, but fully grown forests are large: 200 trees
-  on 15,000 rows stored as a 200 MB model, which slows storing the
-  iteration and every ensemble that uses it.
+  would lower the variance, but fully grown forests are large (by
+  estimate, hundreds of megabytes for 200 trees on 15,000 rows), which
+  slows storing the iteration and every ensemble that uses it.
 - Logistic regression and ElasticNet on standardized features (the usual
   linear baselines), KNN with scikit-learn's k=5 (7 for regression) and
   distance weights, the RBF SVM with scikit-learn's C=1 and gamma="scale",
@@ -45,7 +45,7 @@ the portfolio.
   ensembles because they are usually weaker on tabular data, and SVM time
   grows quadratically with the rows.
 
-Boosting comes first also because it is cheap: the first iterations start
+Boosting comes first also because it is cheap. The first iterations start
 before the search has the data set's size, and a forest of fully grown
 trees on a large table could hold a node for most of a short budget.
 """

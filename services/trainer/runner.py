@@ -31,7 +31,7 @@ from automl.common.errors import (AlreadyExists, Cancelled, DeadlineExceeded, Fa
                                   FieldViolation, InvalidArgument, NotFound, ResourceExhausted,
                                   ServiceError, Unavailable)
 from automl.common.storage import ObjectStore
-from services.trainer.memory import group_rss_mib
+from services.trainer.procfs import group_rss_mib
 from services.trainer.spec import IterationSpec
 from services.trainer.outputs import output_store
 

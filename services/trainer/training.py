@@ -36,6 +36,7 @@ from services.trainer.guardrails import data_report
 from services.trainer.oof import OOF_FILE, OutOfFoldCollector
 from services.trainer.outputs import LOG_FILE, METRICS_FILE, MODEL_FILE, output_store
 from services.trainer.pipelines import build_pipeline, column_kinds
+from services.trainer.procfs import is_running
 from services.trainer.spec import IterationSpec
 from services.trainer.subsampling import subsample_rows
 from services.trainer.validation import make_splits
@@ -89,25 +90,9 @@ def _exit_without_server(server_pid: int) -> None:
     The worker's parent is the forkserver, which outlives a trainer killed by
     SIGKILL, so without this check the fit would run on as an orphan.
     """
-    while _running(server_pid):
+    while is_running(server_pid):
         time.sleep(SERVER_CHECK_SECONDS)
     os.killpg(0, signal.SIGKILL)
-
-
-def _running(pid: int) -> bool:
-    """Return whether `pid` runs; a zombie, whose parent has not reaped it yet, counts as gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat_file:
-            stat = stat_file.read()
-    except FileNotFoundError:
-        return False
-    except OSError:  # No /proc here: fall back to a signal check, which sees zombies as running.
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] != b"Z"
 
 
 def run_worker(job: WorkerJob, sender) -> None:

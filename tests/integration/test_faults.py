@@ -79,7 +79,7 @@ def test_orchestrator_killed_and_restarted_resumes(stack, store):
     stack.start_part("experiment")
     stub = experiment_stub(stack)
 
-    # The watcher reconnects after the last event it received and sees the rest of the experiment.
+    # The watcher reconnects after the last event it received and receives the rest of the experiment.
     resumed = [response.event for response in stub.WatchExperiment(experiment_pb2.WatchExperimentRequest(
         name=name, start_index=seen[-1].index + 1), timeout=240)]
     ended = stub.GetExperiment(experiment_pb2.GetExperimentRequest(name=name))

@@ -109,7 +109,8 @@ def test_credit_data_columns_and_guardrails(run_case):
     assert 0.2 < float(balance.details["smallest_class_share"]) < 0.35
     missing = guardrails["missing_values"]
     assert missing.status == DONE
-    assert "Income" in missing.details and "median" in missing.details["Income"]
+    assert "Income" in missing.details
+    assert "median" in missing.details["Income"]
     # 750 training rows: Azure AutoML's rule gives 10 folds below 1,000 rows.
     assert "10-fold" in guardrails["validation_split"].details["strategy"]
 

@@ -159,7 +159,7 @@ def test_promotion_waits_for_a_few_low_fidelity_results():
     assert promoted.key() == portfolio[4].key()
 
 
-def test_promotion_skipped_when_it_would_not_end_in_time():
+def test_promotion_skipped_without_time():
     proposer = TPEProposer(catalog.CLASSIFICATION, CLASSIFIERS, 0, "AUC_weighted")
     portfolio = proposer.portfolio
     # 5 s on a quarter of the rows: about 20 s on every row.

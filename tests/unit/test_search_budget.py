@@ -34,7 +34,7 @@ def test_iteration_timeout_cut_to_remaining_budget():
     assert budget.iteration_timeout_seconds(experiment, -50.0) == 1.0
 
 
-def test_ensemble_reserve_is_a_bounded_share_of_the_budget():
+def test_ensemble_reserve_bounded_share():
     def reserve(minutes, ensembles=2):
         return budget.ensemble_reserve_seconds(experiment_pb2.Experiment(experiment_timeout_minutes=minutes), ensembles)
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from services.trainer.memory import group_rss_mib
+from services.trainer.procfs import group_rss_mib
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 

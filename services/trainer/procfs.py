@@ -1,4 +1,4 @@
-"""Resident memory of a worker's process group, read from /proc.
+"""Process facts read from /proc: a process group's resident memory and whether a process runs.
 
 A worker calls `os.setpgid(0, 0)` first, so its process group is the worker
 and every process it starts (for example joblib's). The group's resident
@@ -11,8 +11,31 @@ from __future__ import annotations
 import os
 
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-# Positions in /proc/PID/stat after the command name: field 5 (pgrp) and field 24 (rss, in pages).
-_PGRP, _RSS = 2, 21
+# Positions in /proc/PID/stat after the command name: field 3 (state), 5 (pgrp) and 24 (rss, in pages).
+_STATE, _PGRP, _RSS = 0, 2, 21
+
+
+def _stat_fields(pid: str | int) -> list[bytes]:
+    """Return the fields of /proc/PID/stat after the command name; raise OSError when it cannot be read."""
+    with open(f"/proc/{pid}/stat", "rb") as stat_file:
+        stat = stat_file.read()
+    # The command name is in parentheses and may contain spaces, so the fields start after the last ")".
+    return stat[stat.rfind(b")") + 2:].split()
+
+
+def is_running(pid: int) -> bool:
+    """Return whether `pid` runs; a zombie, whose parent has not reaped it yet, counts as gone."""
+    try:
+        return _stat_fields(pid)[_STATE] != b"Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        # Without /proc, a signal check is the fallback, and it reports zombies as running.
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
 
 
 def group_rss_mib(pgid: int) -> float | None:
@@ -32,12 +55,9 @@ def group_rss_mib(pgid: int) -> float | None:
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/stat", "rb") as stat_file:
-                stat = stat_file.read()
+            fields = _stat_fields(entry)
         except OSError:  # The process ended between listdir and open.
             continue
-        # The command name is in parentheses and may contain spaces, so the fields start after the last ")".
-        fields = stat[stat.rfind(b")") + 2:].split()
         if len(fields) > _RSS and int(fields[_PGRP]) == pgid:
             pages += int(fields[_RSS])
             found = True
