@@ -67,7 +67,7 @@ _TREE_SPACE = {
 }
 
 _LIGHTGBM_SPACE = {
-    "n_estimators": ("logint", 16, 1000),
+    "n_estimators": ("logint", 16, 4000),
     "num_leaves": ("logint", 4, 256),
     "min_child_samples": ("logint", 2, 128),
     "learning_rate": ("log", 0.01, 0.5),
@@ -80,7 +80,7 @@ _LIGHTGBM_SPACE = {
 }
 
 _XGBOOST_SPACE = {
-    "n_estimators": ("logint", 16, 1000),
+    "n_estimators": ("logint", 16, 4000),
     "max_depth": ("int", 2, 12),
     "learning_rate": ("log", 0.01, 0.5),
     "subsample": ("float", 0.5, 1.0),

@@ -199,7 +199,7 @@ def test_cheapest_family_when_every_family_is_slow():
 def test_perturb_stays_in_bounds():
     rng = random.Random(0)
     for _ in range(200):
-        assert 16 <= search_space.perturb(rng, ("logint", 16, 1000), 990) <= 1000
+        assert 16 <= search_space.perturb(rng, ("logint", 16, 4000), 3990) <= 4000
         assert isinstance(search_space.perturb(rng, ("int", 2, 12), 3.0), int)
         assert 0.3 <= search_space.perturb(rng, ("float", 0.3, 1.0), 0.31) <= 1.0
         assert search_space.perturb(rng, ("choice", ["gini", "entropy"]), "gini") in {"gini", "entropy"}
