@@ -189,10 +189,19 @@ class ExperimentRunner:
         self._finish()
 
     def _run_skipped_ensembles(self) -> None:
-        """Run, one at a time, the ensembles that a time budget or early stopping kept from their slots."""
+        """Run the ensembles that a time budget or early stopping kept from their slots.
+
+        They run side by side as far as `max_concurrent_iterations` and free
+        nodes allow: one after the other, two ensembles regularly outgrew the
+        budget's reserve and were timed out.
+        """
         # NOTE: a node lost during these runs fails the ensemble; it is not retried like searched iterations.
+        running: list[futures.Future] = []
         while not self._cancel.is_set():
             experiment = self.records.experiment(self.experiment_id)
+            if sum(not future.done() for future in running) >= experiment.max_concurrent_iterations:
+                futures.wait(running, timeout=1, return_when=futures.FIRST_COMPLETED)
+                continue
             lease = self._acquire(experiment)
             if lease is None:
                 continue
@@ -207,8 +216,10 @@ class ExperimentRunner:
                     self.records.put_iteration(self.experiment_id, iteration)
             if pipeline is None:
                 self._release(lease)
-                return
-            self._run_iteration(experiment, iteration, lease)
+                break
+            running.append(self._pool.submit(self._run_iteration, experiment, iteration, lease))
+        for future in running:
+            future.result()
 
     def _stop_reason(self, experiment) -> str:
         if self._cancel.is_set():

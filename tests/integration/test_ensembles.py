@@ -90,3 +90,35 @@ def test_explainer_explains_ensemble(ensemble_experiment, stack, store):
     assert explanation.explainer == "permutation"
     assert set(explanation.feature_names) == set(iris_frame().columns) - {"species"}
     assert sorted(c.class_label for c in explanation.per_class_importance) == sorted(SPECIES)
+
+
+def test_time_budget_ends_search_then_ensembles_run_side_by_side(stack, store):
+    uri = upload_frame(store, "datasets/iris-budget.csv", iris_frame())
+    stub = experiment_stub(stack)
+    experiment = experiment_pb2.Experiment(
+        dataset=pipeline_pb2.Dataset(uri=uri, label_column="species"),
+        compute_target=ensure_target(stack, "ensemble-cluster"), task=pipeline_pb2.TASK_CLASSIFICATION,
+        validation=pipeline_pb2.Validation(n_cross_validations=3), primary_metric="accuracy", seed=4,
+        iterations=1000, max_concurrent_iterations=2, experiment_timeout_minutes=0.5,
+        allowed_models=["LogisticRegression", "KNN", "GaussianNaiveBayes"])
+    stub.CreateExperiment(experiment_pb2.CreateExperimentRequest(experiment_id="iris-budget", experiment=experiment))
+    ended = wait_terminal(stub, "experiments/iris-budget", timeout=120)
+    iterations = list(stub.ListIterations(experiment_pb2.ListIterationsRequest(parent=ended.name,
+                                                                               page_size=1000)).iterations)
+
+    assert ended.state == experiment_pb2.EXPERIMENT_STATE_SUCCEEDED, ended.error
+    assert 2 < len(iterations) < 1000
+    voting, stacked = iterations[-2:]
+    assert [voting.pipeline.description, stacked.pipeline.description] == ["VotingEnsemble", "StackEnsemble"]
+    assert voting.state == stacked.state == experiment_pb2.ITERATION_STATE_SUCCEEDED
+
+    def span(iteration):
+        start = iteration.start_time.ToNanoseconds() / 1e9
+        return start, start + iteration.duration.ToNanoseconds() / 1e9
+
+    # Two nodes: the ensembles run at the same time rather than one after the other.
+    (voting_start, voting_end), (stack_start, stack_end) = span(voting), span(stacked)
+    assert voting_start < stack_end and stack_start < voting_end
+    # The 30 s budget, plus the margin an iteration may overrun it by and a little for scheduling.
+    elapsed = (ended.end_time.ToNanoseconds() - ended.create_time.ToNanoseconds()) / 1e9
+    assert elapsed < 30 + 5 + 3
