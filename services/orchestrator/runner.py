@@ -191,8 +191,8 @@ class ExperimentRunner:
     def _run_skipped_ensembles(self) -> None:
         """Run the ensembles that a time budget or early stopping kept from their slots.
 
-        They run side by side as far as `max_concurrent_iterations` and free
-        nodes allow: one after the other, two ensembles regularly outgrew the
+        They run side by side when `max_concurrent_iterations` and free nodes
+        allow it, because one after the other they often took longer than the
         budget's reserve and were timed out.
         """
         # NOTE: a node lost during these runs fails the ensemble; it is not retried like searched iterations.
