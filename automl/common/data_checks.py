@@ -72,6 +72,11 @@ def prefix_fields(error: InvalidArgument, prefix: str) -> InvalidArgument:
     return InvalidArgument(violations, error.reason)
 
 
+def _plain(value):
+    """Return a NumPy scalar as the Python value, so messages show `'b'` and not `np.str_('b')`."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _shown(names) -> str:
     names = [str(name) for name in names]
     more = f" and {len(names) - SHOWN_COLUMNS} more" if len(names) > SHOWN_COLUMNS else ""
@@ -131,7 +136,7 @@ def check_validation(task: int, labels: np.ndarray, n_cross_validations: int,
         if classification:
             smallest = int(np.argmin(counts))
             if counts[smallest] < 2:
-                raise invalid_field(SIZE_FIELD, f"class {classes[smallest]!r} has {counts[smallest]} row, but a "
+                raise invalid_field(SIZE_FIELD, f"class {_plain(classes[smallest])!r} has {counts[smallest]} row, but a "
                                                 "stratified holdout needs at least 2 rows of each class; add rows "
                                                 "of that class")
             if min(train_rows, test_rows) < len(classes):
@@ -149,7 +154,7 @@ def check_validation(task: int, labels: np.ndarray, n_cross_validations: int,
         if counts[smallest] < n_cross_validations:
             raise invalid_field(
                 FOLDS_FIELD,
-                f"class {classes[smallest]!r} has {counts[smallest]} rows, fewer than the "
+                f"class {_plain(classes[smallest])!r} has {counts[smallest]} rows, fewer than the "
                 f"{n_cross_validations} folds{chosen}; set n_cross_validations to at most "
                 f"{max(counts[smallest], 2)}, use validation_size, or add rows of that class")
     return ValidationPlan(n_cross_validations, 0.0, chosen)
@@ -194,15 +199,15 @@ def check_labels(task: int, labels: pd.Series, column: str) -> tuple[np.ndarray,
                                           "every label was read as text, so predictions are strings.",
                 {"column": column, "types": ", ".join(sorted(types))}))
         if present.nunique() < 2:
-            raise invalid_field(LABEL_FIELD, f"column '{column}' contains a single class ({present.iloc[0]!r}); "
+            raise invalid_field(LABEL_FIELD, f"column '{column}' contains a single class ({_plain(present.iloc[0])!r}); "
                                              "classification needs at least two")
     else:
         if not numeric:
             raise invalid_field(LABEL_FIELD, f"column '{column}' contains non-numeric values such as "
-                                             f"{present.iloc[0]!r}; regression needs numbers, or use "
+                                             f"{_plain(present.iloc[0])!r}; regression needs numbers, or use "
                                              "TASK_CLASSIFICATION")
         if present.max() == present.min():
-            raise invalid_field(LABEL_FIELD, f"column '{column}' has the single value {present.iloc[0]!r}; "
+            raise invalid_field(LABEL_FIELD, f"column '{column}' has the single value {_plain(present.iloc[0])!r}; "
                                              "there is nothing to predict")
     return keep, warnings
 

@@ -66,12 +66,12 @@ def read_table(path: Path, fmt: str, label_column: str, uri: str = "") -> Table:
         return _read_npz(path, name)
 
     try:
-        # Repeated names are checked before pandas reads the file: it renames them in a CSV and fails on
+        # Repeated names are checked before pandas reads the file, because it renames them in a CSV and fails on
         # them in Parquet.
         check_column_names(_raw_column_names(path, fmt), name)
         frame = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError) as error:
-        raise invalid_field("dataset.uri", f"'{name}' could not be read as {fmt.upper()}: {error}; "
+        raise invalid_field("dataset.uri", f"'{name}' could not be read as {fmt.upper()}: {str(error).strip()}; "
                                            f"upload a complete, valid {fmt.upper()} file") from error
 
     if not label_column:

@@ -61,8 +61,8 @@ class LabelEncodedClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator)
 class NumericArray(TransformerMixin, BaseEstimator):
     """Transformer that passes a numeric table on as a float array without column names.
 
-    LightGBM 4 rejects feature names with JSON characters (`"`, `:`, `,`,
-    `[`, `{`) and XGBoost 2 names with `[`, `]` or `<`. Pipelines without
+    LightGBM 4.7 rejects feature names with JSON characters (`"`, `:`, `,`,
+    `[`, `{`) and XGBoost 2.1 names with `[`, `]` or `<`. Pipelines without
     featurization start with this step, so any column name works. Data frames
     are reordered to the fitted columns by name.
 

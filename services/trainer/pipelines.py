@@ -257,7 +257,7 @@ def build_pipeline(task: int, scaler: str, estimator: str, params: dict, seed: i
     features : DataFrame, optional
         Training features; when given, a Featurizer comes first, so the
         pipeline takes raw rows. Otherwise a NumericArray step comes first,
-        so that no estimator sees the column names.
+        so that no estimator receives the column names.
     """
     steps = []
     if features is not None:

@@ -213,7 +213,7 @@ def train(job: WorkerJob, log: IterationLog) -> dict:
 def prepare_table(spec: IterationSpec, table: Table, log: IterationLog) -> CheckedData:
     """Run the shared data checks on the iteration's table.
 
-    The ExperimentService ran the same checks at CreateExperiment; they run
+    The ExperimentService ran the same checks at CreateExperiment. They run
     again here because a trainer also takes requests from other clients and
     the object may have changed since.
 
