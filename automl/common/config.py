@@ -34,6 +34,30 @@ ADDRESS_VARIABLES = {
 }
 
 
+# Largest data set object CreateExperiment accepts, in MB (2**20 bytes). The ExperimentService reads the
+# whole data set to check it, and every trainer node holds it in memory as a DataFrame, which takes
+# several times the file's size.
+DEFAULT_MAX_DATASET_MB = 1024.0
+
+
+def max_dataset_bytes() -> int:
+    """Return the data set size limit from `AUTOML_MAX_DATASET_MB` (fractions allowed), in bytes.
+
+    Raises
+    ------
+    ValueError
+        When the variable is not a positive number.
+    """
+    text = os.environ.get("AUTOML_MAX_DATASET_MB", "")
+    try:
+        megabytes = float(text) if text else DEFAULT_MAX_DATASET_MB
+    except ValueError:
+        megabytes = float("nan")
+    if not megabytes > 0 or megabytes == float("inf"):
+        raise ValueError(f"AUTOML_MAX_DATASET_MB is {text!r}; set it to a positive number of megabytes, such as 1024")
+    return int(megabytes * 2**20)
+
+
 def port(service: str) -> int:
     """Return the port a service listens on: its environment variable or the default."""
     return int(os.environ.get(PORT_VARIABLES[service], DEFAULT_PORTS[service]))

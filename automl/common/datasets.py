@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from automl.common.data_checks import check_column_names
 from automl.common.errors import invalid_field
 from automl.common.storage import ObjectStore, parse_uri
 
@@ -65,9 +66,13 @@ def read_table(path: Path, fmt: str, label_column: str, uri: str = "") -> Table:
         return _read_npz(path, name)
 
     try:
+        # Repeated names are checked before pandas reads the file, because it renames them in a CSV and fails on
+        # them in Parquet.
+        check_column_names(_raw_column_names(path, fmt), name)
         frame = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError) as error:
-        raise invalid_field("dataset.uri", f"'{name}' could not be read as {fmt.upper()}: {error}") from error
+        raise invalid_field("dataset.uri", f"'{name}' could not be read as {fmt.upper()}: {str(error).strip()}; "
+                                           f"upload a complete, valid {fmt.upper()} file") from error
 
     if not label_column:
         raise invalid_field("dataset.label_column", f"is required for {fmt.upper()} data sets; name the label column")
@@ -82,16 +87,35 @@ def read_table(path: Path, fmt: str, label_column: str, uri: str = "") -> Table:
     return Table(features=frame, labels=labels, label_column=label_column)
 
 
+def _raw_column_names(path: Path, fmt: str) -> list[str]:
+    """Return the column names as the file stores them: the CSV header row or the Parquet schema."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
+        return next(csv.reader(handle), [])
+
+
 def _read_npz(path: Path, name: str) -> Table:
     try:
         with np.load(path, allow_pickle=False) as arrays:
             if "X" not in arrays or "y" not in arrays:
                 raise invalid_field("dataset.uri", f"'{name}' must contain arrays 'X' and 'y' but contains {list(arrays)}")
             features, labels = arrays["X"], arrays["y"]
-    except (ValueError, OSError) as error:
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            raise invalid_field("dataset.uri", f"'{name}' stores X or y as Python objects, which are not loaded "
+                                               "because unpickling can run code; save numeric or string arrays, "
+                                               "with every label of one type") from error
         raise invalid_field("dataset.uri", f"'{name}' could not be read as NPZ: {error}") from error
+    except OSError as error:
+        raise invalid_field("dataset.uri", f"'{name}' could not be read as NPZ: {error}") from error
+    # A label column saved as an n x 1 table means the same as a vector.
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
     if features.ndim != 2 or labels.ndim != 1 or len(features) != len(labels):
-        raise invalid_field("dataset.uri", f"'{name}' needs a 2-D X and a 1-D y of the same length; "
+        raise invalid_field("dataset.uri", f"'{name}' needs a 2-D X and a 1-D (or n x 1) y of the same length; "
                                            f"got X {features.shape} and y {labels.shape}")
     columns = [f"x{i}" for i in range(features.shape[1])]
     return Table(features=pd.DataFrame(features, columns=columns), labels=pd.Series(labels, name="y"),

@@ -37,7 +37,7 @@ def _missing(series: pd.Series) -> np.ndarray:
     return series.isna().to_numpy()
 
 
-def _parse_numbers(series: pd.Series) -> pd.Series:
+def parse_numbers(series: pd.Series) -> pd.Series:
     """Return the column as floats; strings such as `1,234` or ` 12.5 ` are parsed, others become NaN."""
     if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
         return series.astype(float)
@@ -205,7 +205,7 @@ class Featurizer(TransformerMixin, BaseEstimator):
 
         # Parsing each distinct value once is enough to tell the type, and much faster on long columns.
         uniques = pd.Series(non_missing.astype(str).unique())
-        if _parse_numbers(uniques).notna().all():
+        if parse_numbers(uniques).notna().all():
             return NUMERIC, "", "parse"
         date_format = _date_format(uniques)
         if date_format:
@@ -222,7 +222,7 @@ class Featurizer(TransformerMixin, BaseEstimator):
         transformations = summary["transformations"]
 
         if kind == NUMERIC:
-            values = _parse_numbers(series)
+            values = parse_numbers(series)
             step.update(median=float(np.nanmedian(values.to_numpy())), indicator=bool(missing.any()))
             step["features"] = [name] + ([f"{name}_missing"] if missing.any() else [])
             if detail == "parse":
@@ -310,7 +310,7 @@ class Featurizer(TransformerMixin, BaseEstimator):
     def _transform_column(step: dict, series: pd.Series) -> np.ndarray:
         kind = step["kind"]
         if kind == NUMERIC:
-            values = _parse_numbers(series).to_numpy()
+            values = parse_numbers(series).to_numpy()
             missing = np.isnan(values)
             filled = np.where(missing, step["median"], values)
             return np.column_stack([filled, missing.astype(float)]) if step["indicator"] else filled.reshape(-1, 1)

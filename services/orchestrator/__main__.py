@@ -28,12 +28,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--explainer-address", default=config.address("explainer"),
                         help="ExplainerService address (default $AUTOML_EXPLAINER_ADDRESS or 127.0.0.1:50053)")
     args = parser.parse_args(argv)
+    try:
+        max_dataset_bytes = config.max_dataset_bytes()
+    except ValueError as error:
+        parser.error(str(error))
 
     log = configure_logging("orchestrator")
     object_store = ObjectStore()
     object_store.ensure_bucket()
     orchestrator = Orchestrator(ExperimentStore(args.database), Clients(args.compute_address, args.explainer_address),
-                                object_store)
+                                object_store, max_dataset_bytes)
 
     server = ServiceServer("orchestrator", args.port)
     server.add_service(experiment_pb2_grpc.add_ExperimentServiceServicer_to_server, ExperimentServicer(orchestrator),
@@ -41,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     server.on_stop(orchestrator.shutdown)
     server.start()
     log.info("orchestrator_ready", database=args.database, compute=args.compute_address,
-             explainer=args.explainer_address)
+             explainer=args.explainer_address, max_dataset_mb=round(max_dataset_bytes / 2**20, 3))
     orchestrator.resume()
     server.serve_forever()
 

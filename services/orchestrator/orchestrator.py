@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 import uuid
 from typing import Callable, Iterator
 
 import grpc
 import structlog
 
-from automl.common import catalog, paging
-from automl.common.datasets import dataset_format, read_csv_header
-from automl.common.errors import (AlreadyExists, FailedPrecondition, NotFound, Unavailable, from_rpc_error,
-                                  invalid_field)
+from automl.common import catalog, config, paging
+from automl.common.data_checks import check_table, prefix_fields
+from automl.common.datasets import dataset_format, read_table_bytes
+from automl.common.errors import (AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable,
+                                  from_rpc_error, invalid_field)
 from automl.common.storage import ObjectStore
 from automl.v1 import compute_pb2, experiment_pb2, explainer_pb2
 from services.orchestrator import validation
@@ -45,9 +47,14 @@ class Orchestrator:
         Stubs of the compute service, explainer and trainers.
     object_store : ObjectStore
         Where data sets are checked and iteration outputs go.
+    max_dataset_bytes : int, optional
+        Largest data set object CreateExperiment accepts; default from
+        `AUTOML_MAX_DATASET_MB`.
     """
 
-    def __init__(self, store: ExperimentStore, clients: Clients, object_store: ObjectStore):
+    def __init__(self, store: ExperimentStore, clients: Clients, object_store: ObjectStore,
+                 max_dataset_bytes: int | None = None):
+        self.max_dataset_bytes = max_dataset_bytes or config.max_dataset_bytes()
         self.records = Records(store)
         self.store = store
         self.clients = clients
@@ -106,19 +113,31 @@ class Orchestrator:
         return created
 
     def _check_dataset(self, experiment) -> None:
+        """Read the data set and run the shared data checks, so bad data fails here and not in an iteration."""
         uri = experiment.dataset.uri
         try:
-            self.object_store.stat(uri, "experiment.dataset.uri")
+            info = self.object_store.stat(uri, "experiment.dataset.uri")
         except NotFound:
             raise NotFound(f"data set {uri} does not exist; upload it first (automl data upload FILE)",
                            "DATASET_NOT_FOUND", {"uri": uri}) from None
-        if dataset_format(uri, "experiment.dataset.uri") == "csv":
-            columns = read_csv_header(self.object_store, uri, "experiment.dataset.uri")
-            if experiment.dataset.label_column not in columns:
-                shown = ", ".join(columns[:20]) + (", ..." if len(columns) > 20 else "")
-                raise invalid_field("experiment.dataset.label_column",
-                                    f"column '{experiment.dataset.label_column}' is not in {uri}; "
-                                    f"its columns are: {shown}")
+        if info.size > self.max_dataset_bytes:
+            raise invalid_field("experiment.dataset.uri",
+                                f"'{uri}' is {info.size / 2**20:.3g} MB, above the limit of "
+                                f"{self.max_dataset_bytes / 2**20:.3g} MB; upload a sample of the rows or raise "
+                                "AUTOML_MAX_DATASET_MB of the ExperimentService", "DATASET_TOO_LARGE")
+        started = time.monotonic()
+        validation_settings = experiment.validation
+        try:
+            table = read_table_bytes(self.object_store.get_bytes(uri, "experiment.dataset.uri"),
+                                     dataset_format(uri), experiment.dataset.label_column, uri)
+            checked = check_table(table, experiment.task, experiment.preprocess,
+                                  validation_settings.n_cross_validations, validation_settings.validation_size, uri)
+        except InvalidArgument as error:
+            raise prefix_fields(error, "experiment.") from None
+        for warning in checked.warnings:
+            log.info("dataset_warning", uri=uri, warning=warning.name, description=warning.description)
+        log.info("dataset_checked", uri=uri, rows=len(checked.labels), columns=checked.features.shape[1],
+                 bytes=info.size, seconds=round(time.monotonic() - started, 3))
 
     def _check_compute_target(self, name: str) -> None:
         try:

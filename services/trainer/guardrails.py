@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from automl.common import catalog
+from automl.common.data_checks import DataWarning
 from automl.common.featurization import Featurizer
 from automl.v1 import featurization_pb2
 
@@ -148,8 +149,14 @@ def guardrail_messages(guardrails: list[dict]) -> list[featurization_pb2.Guardra
 
 
 def data_report(task: int, preprocess: bool, model, features: pd.DataFrame, labels: np.ndarray,
-                strategy: str) -> tuple[list[dict] | None, list[dict]]:
-    """Return the fitted model's featurization summary (None without preprocess) and the guardrails."""
+                strategy: str, warnings: list[DataWarning] = ()) -> tuple[list[dict] | None, list[dict]]:
+    """Return the fitted model's featurization summary (None without preprocess) and the guardrails.
+
+    Each warning of the data checks becomes one more guardrail after the standard ones.
+    """
     featurizer = find_featurizer(model) if preprocess else None
     summary = list(featurizer.summary_) if featurizer is not None else None
-    return summary, compute_guardrails(task, labels, strategy, features, summary)
+    guardrails = compute_guardrails(task, labels, strategy, features, summary)
+    guardrails += [{"name": w.name, "status": w.status, "description": w.description, "details": dict(w.details)}
+                   for w in warnings]
+    return summary, guardrails

@@ -33,7 +33,7 @@ from xgboost import XGBClassifier, XGBRegressor
 from automl.common import catalog
 from automl.common.errors import invalid_field
 from automl.common.featurization import Featurizer
-from automl.common.estimators import LabelEncodedClassifier
+from automl.common.estimators import LabelEncodedClassifier, NumericArray
 
 SCALERS: dict[str, type | None] = {
     "StandardScaler": StandardScaler,
@@ -256,11 +256,14 @@ def build_pipeline(task: int, scaler: str, estimator: str, params: dict, seed: i
     ----------
     features : DataFrame, optional
         Training features; when given, a Featurizer comes first, so the
-        pipeline takes raw rows.
+        pipeline takes raw rows. Otherwise a NumericArray step comes first,
+        so that no estimator receives the column names.
     """
     steps = []
     if features is not None:
         steps.append(("featurize", make_preprocessor(task, seed)))
+    else:
+        steps.append(("to_array", NumericArray()))
     if SCALERS[scaler] is not None:
         steps.append(("scaler", SCALERS[scaler]()))
     steps.append(("estimator", make_estimator(task, estimator, params, seed, cores)))

@@ -26,6 +26,7 @@ from threadpoolctl import threadpool_limits
 
 from automl.common import catalog
 from automl.common.config import S3Settings
+from automl.common.data_checks import CheckedData, check_table
 from automl.common.datasets import Table, read_table
 from automl.common.errors import (FailedPrecondition, InvalidArgument, ResourceExhausted, ServiceError,
                                   Unavailable, invalid_field)
@@ -35,7 +36,7 @@ from services.trainer.ensembles import train_ensemble
 from services.trainer.guardrails import data_report
 from services.trainer.oof import OOF_FILE, OutOfFoldCollector
 from services.trainer.outputs import LOG_FILE, METRICS_FILE, MODEL_FILE, output_store
-from services.trainer.pipelines import build_pipeline, column_kinds
+from services.trainer.pipelines import build_pipeline
 from services.trainer.procfs import is_running
 from services.trainer.spec import IterationSpec
 from services.trainer.subsampling import subsample_rows
@@ -147,7 +148,8 @@ def train(job: WorkerJob, log: IterationLog) -> dict:
     if spec.estimator in catalog.ENSEMBLES:
         return dict(train_ensemble(job, log), log_uri=_upload_log(job, log, required=True), oof_predictions_uri="")
     table = read_table(Path(job.dataset_path), job.dataset_format, spec.label_column, spec.dataset_uri)
-    features, labels = prepare_table(spec, table, log)
+    checked = prepare_table(spec, table, log)
+    features, labels = checked.features, checked.labels
     log.write(f"data set {spec.dataset_uri}: {len(features)} rows, {features.shape[1]} feature columns")
 
     started = time.monotonic()
@@ -181,7 +183,8 @@ def train(job: WorkerJob, log: IterationLog) -> dict:
     _log_warnings(log, caught)
     duration = time.monotonic() - started
     log.write(f"final model fitted on {len(final_rows)} rows; validation and fit took {duration:.2f} s")
-    featurization, guardrails = data_report(spec.task, spec.preprocess, final, features, y, splits.strategy)
+    featurization, guardrails = data_report(spec.task, spec.preprocess, final, features, y, splits.strategy,
+                                            checked.warnings)
     for guardrail in guardrails:
         log.write(f"guardrail {guardrail['name']}: {guardrail['status']}: {guardrail['description']}")
 
@@ -207,56 +210,23 @@ def train(job: WorkerJob, log: IterationLog) -> dict:
             "duration_seconds": duration, "validation_strategy": splits.strategy, "node": job.node}
 
 
-def prepare_table(spec: IterationSpec, table: Table, log: IterationLog) -> tuple[pd.DataFrame, pd.Series]:
-    """Check the labels against the task and the features against `preprocess`.
+def prepare_table(spec: IterationSpec, table: Table, log: IterationLog) -> CheckedData:
+    """Run the shared data checks on the iteration's table.
 
-    Rows without a label are dropped, as Azure AutoML does.
+    The ExperimentService ran the same checks at CreateExperiment. They run
+    again here because a trainer also takes requests from other clients and
+    the object may have changed since.
 
     Raises
     ------
     InvalidArgument
-        On `dataset.label_column` for unusable labels, on `preprocess` for
-        text columns or missing values that need preprocessing.
+        Naming the field to change, the value and the fix.
     """
-    features, labels = table.features, table.labels
-    missing = labels.isna().to_numpy()
-    if missing.any():
-        log.write(f"dropped {int(missing.sum())} rows without a label")
-        features, labels = features.loc[~missing].reset_index(drop=True), labels.loc[~missing].reset_index(drop=True)
-    column = table.label_column
-    if len(labels) == 0:
-        raise invalid_field("dataset.label_column", f"column '{column}' has no values; fill in the labels")
-
-    if spec.task == catalog.CLASSIFICATION:
-        if labels.nunique() < 2:
-            raise invalid_field("dataset.label_column", f"column '{column}' contains a single class "
-                                                        f"({labels.iloc[0]!r}); classification needs at least two")
-        if labels.dtype == object and labels.map(type).nunique() > 1:
-            labels = labels.astype(str)
-    else:
-        if not pd.api.types.is_numeric_dtype(labels) or pd.api.types.is_bool_dtype(labels):
-            example = labels.iloc[0]
-            raise invalid_field("dataset.label_column", f"column '{column}' contains non-numeric values such as "
-                                                        f"{example!r}; regression needs numbers, or use "
-                                                        "TASK_CLASSIFICATION")
-        if labels.max() == labels.min():
-            raise invalid_field("dataset.label_column", f"column '{column}' has the single value {labels.iloc[0]!r}; "
-                                                        "there is nothing to predict")
-
-    if features.shape[1] == 0:
-        raise invalid_field("dataset.uri", f"'{spec.dataset_uri}' has no feature columns besides '{column}'")
-    if not spec.preprocess:
-        _, text_columns = column_kinds(features)
-        gaps = [str(c) for c in features.columns if features[c].isna().any()]
-        problems = []
-        if text_columns:
-            problems.append("non-numeric columns " + ", ".join(map(str, text_columns[:20])))
-        if gaps:
-            problems.append("missing values in " + ", ".join(gaps[:20]))
-        if problems:
-            raise invalid_field("preprocess", f"is false but the data set has {' and '.join(problems)}; "
-                                              "set preprocess=true to impute and encode them")
-    return features, labels
+    checked = check_table(table, spec.task, spec.preprocess, spec.n_cross_validations, spec.validation_size,
+                          spec.dataset_uri)
+    for warning in checked.warnings:
+        log.write(f"data warning {warning.name}: {warning.description}")
+    return checked
 
 
 def _fit(spec: IterationSpec, cores: int, features: pd.DataFrame, y: np.ndarray):

@@ -14,10 +14,10 @@ import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from automl.common import catalog
+from automl.common.data_checks import SIZE_FIELD, check_validation, default_validation
 from automl.common.errors import invalid_field
 
-FOLDS_FIELD = "validation.n_cross_validations"
-SIZE_FIELD = "validation.validation_size"
+__all__ = ["Splits", "default_validation", "make_splits"]
 
 
 @dataclass
@@ -28,15 +28,6 @@ class Splits:
     strategy: str
 
 
-def default_validation(n_rows: int) -> tuple[int, float]:
-    """Return (folds, holdout fraction) by Azure AutoML's row-count rule; one of them is zero."""
-    if n_rows < 1_000:
-        return 10, 0.0
-    if n_rows < 20_000:
-        return 3, 0.0
-    return 0, 0.1
-
-
 def make_splits(task: int, labels: np.ndarray, n_cross_validations: int, validation_size: float,
                 seed: int) -> Splits:
     """Split rows for validation.
@@ -44,20 +35,18 @@ def make_splits(task: int, labels: np.ndarray, n_cross_validations: int, validat
     Raises
     ------
     InvalidArgument
-        On `validation.n_cross_validations` when there are more folds than
-        rows or a class has fewer rows than folds, on
-        `validation.validation_size` when the holdout cannot hold every class.
+        When the rows do not allow the scheme; see
+        `automl.common.data_checks.check_validation`.
     """
+    plan = check_validation(task, labels, n_cross_validations, validation_size)
+    chosen = plan.chosen
     n_rows = len(labels)
-    chosen = ""
-    if not n_cross_validations and not validation_size:
-        n_cross_validations, validation_size = default_validation(n_rows)
-        chosen = f", chosen for {n_rows:,} rows"
     classification = task == catalog.CLASSIFICATION
     random_state = seed % 2**32
     indices = np.arange(n_rows)
 
-    if validation_size:
+    if plan.validation_size:
+        validation_size = plan.validation_size
         try:
             train, test = train_test_split(indices, test_size=validation_size, random_state=random_state,
                                            shuffle=True, stratify=labels if classification else None)
@@ -67,18 +56,8 @@ def make_splits(task: int, labels: np.ndarray, n_cross_validations: int, validat
         kind = "stratified holdout" if classification else "holdout"
         return Splits([(train, test)], f"{validation_size:.0%} {kind} validation ({len(test)} rows{chosen})")
 
-    if n_cross_validations > n_rows:
-        raise invalid_field(FOLDS_FIELD, f"{n_cross_validations} folds need at least {n_cross_validations} rows; "
-                                         f"the data set has {n_rows}; use fewer folds")
+    n_cross_validations = plan.n_cross_validations
     if classification:
-        classes, counts = np.unique(labels, return_counts=True)
-        smallest = int(np.argmin(counts))
-        if counts[smallest] < n_cross_validations:
-            raise invalid_field(
-                FOLDS_FIELD,
-                f"class {classes[smallest]!r} has {counts[smallest]} rows, fewer than the "
-                f"{n_cross_validations} folds{chosen}; set n_cross_validations to at most {counts[smallest]}, "
-                "use validation_size, or add rows of that class")
         splitter = StratifiedKFold(n_cross_validations, shuffle=True, random_state=random_state)
         kind = "stratified cross-validation"
     else:

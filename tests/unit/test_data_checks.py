@@ -1,0 +1,54 @@
+"""Shared data checks on in-memory tables: label types, missing labels, validation plans."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from automl.common import catalog
+from automl.common.data_checks import check_table, check_validation
+from automl.common.datasets import Table
+from automl.common.errors import InvalidArgument
+
+
+def table(labels: list, features: dict | None = None) -> Table:
+    features = features or {"x": np.arange(len(labels), dtype=float)}
+    return Table(features=pd.DataFrame(features), labels=pd.Series(labels, name="y", dtype=object), label_column="y")
+
+
+def violations(error: InvalidArgument) -> dict[str, str]:
+    return {v.field: v.description for v in error.violations}
+
+
+def test_mixed_label_types_read_as_text():
+    checked = check_table(table(["0", "1", 3, 4] * 5), catalog.CLASSIFICATION, False, 2, 0.0, "s3://b/k.csv")
+
+    assert sorted(checked.labels.unique()) == ["0", "1", "3", "4"]
+    assert [w.name for w in checked.warnings] == ["label_types"]
+    assert "int, str" in checked.warnings[0].description
+
+
+def test_mixed_label_types_colliding_as_text():
+    with pytest.raises(InvalidArgument) as raised:
+        check_table(table(["1", 1, "2", 2] * 5), catalog.CLASSIFICATION, False, 2, 0.0, "s3://b/k.csv")
+
+    assert "'y'" in violations(raised.value)["dataset.label_column"]
+    assert "one type" in violations(raised.value)["dataset.label_column"]
+
+
+def test_missing_labels_dropped_with_warning():
+    labels = ["a", "b", None, "a", "b", "a", np.nan, "b"]
+    checked = check_table(table(labels), catalog.CLASSIFICATION, False, 2, 0.0, "s3://b/k.csv")
+
+    assert len(checked.labels) == 6
+    assert len(checked.features) == 6
+    assert checked.warnings[0].name == "missing_labels"
+    assert checked.warnings[0].details["dropped_rows"] == "2"
+
+
+def test_default_folds_name_row_count():
+    with pytest.raises(InvalidArgument) as raised:
+        check_validation(catalog.CLASSIFICATION, np.array(["a"] * 20 + ["b"] * 4), 0, 0.0)
+
+    message = violations(raised.value)["validation.n_cross_validations"]
+    assert "class 'b' has 4 rows" in message
+    assert "10 folds, chosen for 24 rows" in message
