@@ -122,6 +122,7 @@ class LeasingPool(NodePool):
             node.holder = ""
             node.set_state(NodeState.IDLE)
             node.idle_since = time.monotonic()
+            self._persist(target)
             self._cond.notify_all()
 
     def _check_leasable(self, target: Target) -> None:
@@ -146,6 +147,7 @@ class LeasingPool(NodePool):
         node.holder = holder
         node.set_state(NodeState.RUNNING)
         log.info("lease_granted", lease=node.lease, node=node.name, holder=holder)
+        self._persist(target)
         return LeaseView(name=node.lease, node=node.name, address=node.address, holder=holder,
                          cores=target.size.cores, memory_mb=target.size.memory_mb)
 

@@ -5,10 +5,16 @@ starts nodes when a target needs more (its minimum, waiting AcquireNode calls,
 WaitComputeTarget calls), stops nodes that stayed idle too long above the
 minimum, and removes nodes whose process exited. Slow provider calls (start,
 health wait, stop) run in their own threads without the lock.
+
+Every change of a target or of a started node is written to a
+`ComputeStore`, and `restore` reads it back after a restart: targets come
+back with their settings, nodes whose process still serves are adopted with
+their state and lease, and the others are forgotten (see `restore`).
 """
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import uuid
@@ -19,6 +25,7 @@ from services.compute.models import (
     ACTIVE_STATES, READY_STATES, Node, NodeState, ProvisioningState, Target, utc_now,
 )
 from services.compute.provider import NodeProvider, NodeStartError
+from services.compute.store import ComputeStore
 
 log = structlog.get_logger(__name__)
 
@@ -26,6 +33,9 @@ log = structlog.get_logger(__name__)
 MAX_CREATE_ATTEMPTS = 3
 # Maximum pause between node starts after repeated failures, in seconds.
 MAX_START_BACKOFF_SECONDS = 30.0
+# Seconds a stored node gets to answer a health check after a restart before
+# it is stopped and replaced. The checks run in parallel.
+ADOPT_TIMEOUT_SECONDS = 5.0
 
 
 class NodePool:
@@ -41,11 +51,15 @@ class NodePool:
         Seconds a stopping node gets after SIGTERM before it is killed.
     autoscale_interval : float
         Seconds between autoscaler rounds.
+    store : ComputeStore, optional
+        Where targets and nodes are kept across restarts; by default an in-memory database.
     """
 
     def __init__(self, providers: dict[str, NodeProvider], node_start_timeout: float = 60.0,
-                 stop_grace_seconds: float = 10.0, autoscale_interval: float = 1.0):
+                 stop_grace_seconds: float = 10.0, autoscale_interval: float = 1.0,
+                 store: ComputeStore | None = None):
         self._providers = providers
+        self._store = store or ComputeStore()
         self.node_start_timeout = node_start_timeout
         self.stop_grace_seconds = stop_grace_seconds
         self.autoscale_interval = autoscale_interval
@@ -60,7 +74,10 @@ class NodePool:
         self._autoscaler.start()
 
     def close(self) -> None:
-        """Stop the autoscaler and every node process; later node starts fail."""
+        """Stop the autoscaler and every node process, adopted ones included; later node starts fail.
+
+        The stored targets stay, and their nodes are forgotten because none runs any more.
+        """
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -69,6 +86,82 @@ class NodePool:
             self._autoscaler.join()
         for provider in self._providers.values():
             provider.close(self.stop_grace_seconds)
+        try:
+            self._store.delete_nodes()
+        except sqlite3.Error as error:
+            log.error("state_save_failed", error=str(error), path=self._store.path)
+
+    def restore(self, adopt_timeout: float = ADOPT_TIMEOUT_SECONDS) -> None:
+        """Load the stored targets and adopt their nodes that still serve; call before serving.
+
+        A node is adopted when its provider finds its process and the process
+        answers a health check within `adopt_timeout` seconds. It keeps its
+        state, so a leased node stays leased to its holder, who may still be
+        running an iteration on it and releases it as usual. A node that does
+        not answer is stopped, and one whose process is gone is forgotten. The
+        lease of either counts as lost, so that ReleaseNode on it succeeds.
+        The autoscaler then starts the nodes each target lacks.
+        """
+        targets = []
+        for target in self._store.load():
+            if target.spec.provider not in self._providers or target.size is None:
+                log.error("target_not_restored", compute_target=target.name, provider=target.spec.provider,
+                          vm_size=target.spec.vm_size, reason="unknown provider or VM size")
+                continue
+            targets.append(target)
+
+        adopted: dict[str, bool] = {}
+
+        def adopt(target: Target, node: Node) -> None:
+            try:
+                adopted[node.name] = self._provider(target).adopt_node(node.handle, adopt_timeout)
+            except Exception:
+                log.exception("node_adopt_failed", node=node.name)
+                adopted[node.name] = False
+
+        threads = [threading.Thread(target=adopt, args=(target, node), name=f"adopt-{node.node_id}")
+                   for target in targets for node in target.nodes.values()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        with self._cond:
+            for target in targets:
+                self._targets[target.target_id] = target
+                self._restore_nodes(target, adopted)
+                log.info("target_restored", compute_target=target.name, state=target.state.value,
+                         nodes=len(target.nodes), leased=len(target.nodes_in(NodeState.RUNNING)))
+            self._cond.notify_all()
+
+    def _restore_nodes(self, target: Target, adopted: dict[str, bool]) -> None:
+        now = time.monotonic()
+        for node in list(target.nodes.values()):
+            if not adopted.get(node.name):
+                log.warning("node_forgotten", node=node.name, state=node.state.value, lease=node.lease)
+                if node.lease:
+                    target.lost_leases.add(node.lease)
+                target.nodes.pop(node.node_id)
+                continue
+            if node.state is NodeState.RUNNING and node.lease:
+                log.info("node_adopted", node=node.name, state=node.state.value, lease=node.lease)
+                continue
+            # A node that was starting or stopping serves now, so it is idle like one that was idle.
+            node.lease = ""
+            node.holder = ""
+            node.set_state(NodeState.IDLE)
+            node.idle_since = now
+            log.info("node_adopted", node=node.name, state=node.state.value)
+
+        self._update_provisioning(target)
+        if target.state is ProvisioningState.DELETING:
+            # Deleting goes on: idle nodes stop now, leased ones when released.
+            for node in target.nodes_in(NodeState.IDLE):
+                self._begin_stop(target, node, reason="target_deleted")
+            if not target.nodes:
+                del self._targets[target.target_id]
+                log.info("target_deleted", compute_target=target.name)
+        self._persist(target)
 
     def _provider(self, target: Target) -> NodeProvider:
         return self._providers[target.spec.provider]
@@ -126,6 +219,22 @@ class NodePool:
             target.state = ProvisioningState.SUCCEEDED
             log.info("target_ready", compute_target=target.name, nodes=len(target.nodes))
 
+    def _persist(self, target: Target) -> None:
+        """Write the target and its started nodes to the store, or delete them once the target is gone.
+
+        A failed write is logged and the service goes on with its state in
+        memory, so only a later restart is affected.
+        """
+        try:
+            # The identity check keeps the rows of a new target that reuses the ID.
+            current = self._targets.get(target.target_id)
+            if current is target:
+                self._store.save_target(target)
+            elif current is None:
+                self._store.delete_target(target.target_id)
+        except sqlite3.Error as error:
+            log.error("state_save_failed", compute_target=target.name, error=str(error), path=self._store.path)
+
     def _remove_node(self, target: Target, node: Node) -> None:
         target.nodes.pop(node.node_id, None)
         # The identity check keeps a new target that reuses the ID.
@@ -133,6 +242,7 @@ class NodePool:
                 self._targets.get(target.target_id) is target:
             del self._targets[target.target_id]
             log.info("target_deleted", compute_target=target.name)
+        self._persist(target)
         self._cond.notify_all()
 
     def _autoscale_loop(self) -> None:
@@ -172,6 +282,8 @@ class NodePool:
             node.handle = handle
             node.address = handle.address
             leaving = node.state is NodeState.LEAVING
+            # Stored before the health wait, so a restart in between finds the process.
+            self._persist(target)
         if leaving:
             # The target was deleted while the process started, and no other thread has the handle yet.
             self._stop_process(target, node, self.stop_grace_seconds)
@@ -195,6 +307,7 @@ class NodePool:
             target.start_failures = 0
             log.info("node_ready", node=node.name, address=node.address)
             self._update_provisioning(target)
+            self._persist(target)
             self._cond.notify_all()
 
     def _start_failed(self, target: Target, node: Node, message: str) -> None:
@@ -214,6 +327,7 @@ class NodePool:
                 target.state = ProvisioningState.FAILED
                 target.provisioning_error = (f"{target.start_failures} node starts failed; last error: {message}")
                 log.error("target_failed", compute_target=target.name, error=target.provisioning_error)
+                self._persist(target)
 
     # Stopping nodes.
 
@@ -223,6 +337,7 @@ class NodePool:
         node.lease = ""
         node.holder = ""
         log.info("node_stopping", node=node.name, reason=reason)
+        self._persist(target)
         # Without a handle the start thread is still starting the process. It
         # stops the process once it finds the node LEAVING.
         if node.handle is not None:
