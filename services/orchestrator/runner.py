@@ -314,23 +314,28 @@ class ExperimentRunner:
         started = time.monotonic()
         retry = False
         try:
-            response = self.clients.trainer(lease.address).RunIteration(request, timeout=timeout + RPC_MARGIN_SECONDS)
-            self._record_success(experiment, iteration, response)
-        except grpc.RpcError as error:
-            retry = self._record_failure(iteration, error)
+            try:
+                response = self.clients.trainer(lease.address).RunIteration(request,
+                                                                            timeout=timeout + RPC_MARGIN_SECONDS)
+                self._record_success(experiment, iteration, response)
+            except grpc.RpcError as error:
+                retry = self._record_failure(iteration, error)
+            finally:
+                iteration.duration.CopyFrom(_duration(time.monotonic() - started))
+                with self._lock:
+                    self._running.pop(index, None)
+            if not retry:
+                iteration.end_time.CopyFrom(now())
+                self.records.put_iteration(self.experiment_id, iteration)
+                self.log.info("iteration_finished", iteration=index,
+                              state=experiment_pb2.IterationState.Name(iteration.state), metric=iteration.score,
+                              duration_s=round(iteration.duration.ToNanoseconds() / 1e9, 2))
         finally:
-            iteration.duration.CopyFrom(_duration(time.monotonic() - started))
-            with self._lock:
-                self._running.pop(index, None)
+            # After the result is stored, because ReleaseNode waits while the compute service is down.
             self._release(lease)
         if retry:
             self._cancel.wait(RETRY_BACKOFF_SECONDS * 2 ** (iteration.attempts - 1))
             self._retries.append(index)
-        else:
-            iteration.end_time.CopyFrom(now())
-            self.records.put_iteration(self.experiment_id, iteration)
-            self.log.info("iteration_finished", iteration=index, state=experiment_pb2.IterationState.Name(iteration.state),
-                          metric=iteration.score, duration_s=round(iteration.duration.ToNanoseconds() / 1e9, 2))
 
     def _record_success(self, experiment, iteration, response) -> None:
         iteration.metrics.update(response.metrics)
