@@ -15,7 +15,7 @@ import structlog
 
 from automl.common.errors import Cancelled, FailedPrecondition, NotFound, ResourceExhausted, Unavailable
 from services.compute.models import LeaseView, Node, NodeState, ProvisioningState, Target
-from services.compute.pool import NodePool
+from services.compute.restore import RestoringPool
 from services.compute.validation import parse_lease_name, parse_target_name, validate_holder
 
 log = structlog.get_logger(__name__)
@@ -28,7 +28,7 @@ def never_cancelled() -> bool:
     return False
 
 
-class LeasingPool(NodePool):
+class LeasingPool(RestoringPool):
     """A node pool that lends idle nodes to holders."""
 
     def _require(self, target_id: str) -> Target:

@@ -137,21 +137,15 @@ class LocalProvider(NodeProvider):
                 raise NodeStartError(f"node {handle.node_name} timed out after {timeout:.0f} s waiting to serve "
                                      f"on {handle.address}; see {handle.log_path}")
 
-    def adopt_node(self, handle: NodeHandle, timeout: float) -> bool:
+    def adopt_node(self, handle: NodeHandle) -> bool:
         if not handle.pid or not handle.pid_start_time or not processes.supported():
+            # NOTE: without /proc a running node cannot be told from a reused pid, so it is left running.
             log.warning("node_not_adoptable", node=handle.node_name, pid=handle.pid,
                         reason="no pid start time recorded, or /proc is missing")
             return False
         process = AdoptedProcess(handle.pid, handle.pid_start_time)
         if process.poll() is not None:
             log.info("node_process_gone", node=handle.node_name, pid=handle.pid)
-            return False
-        try:
-            wait_until_serving(handle.address, timeout=timeout)
-        except TimeoutError:
-            log.warning("node_process_unresponsive", node=handle.node_name, pid=handle.pid, address=handle.address,
-                        timeout_seconds=timeout)
-            _terminate(process, 0.0)
             return False
 
         port = int(handle.address.rsplit(":", 1)[1])

@@ -1,7 +1,7 @@
 """ComputeManager: the transport-neutral ComputeService.
 
 Keeps compute targets in memory and in a `ComputeStore`, from which a
-restarted service restores them (see `NodePool.restore`). The node processes
+restarted service restores them (see `RestoringPool.restore`). The node processes
 stop with the service (see `close`).
 """
 

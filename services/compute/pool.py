@@ -7,9 +7,7 @@ minimum, and removes nodes whose process exited. Slow provider calls (start,
 health wait, stop) run in their own threads without the lock.
 
 Every change of a target or of a started node is written to a
-`ComputeStore`, and `restore` reads it back after a restart: targets come
-back with their settings, nodes whose process still serves are adopted with
-their state and lease, and the others are forgotten (see `restore`).
+`ComputeStore`, which `RestoringPool.restore` reads back after a restart.
 """
 
 from __future__ import annotations
@@ -33,9 +31,6 @@ log = structlog.get_logger(__name__)
 MAX_CREATE_ATTEMPTS = 3
 # Maximum pause between node starts after repeated failures, in seconds.
 MAX_START_BACKOFF_SECONDS = 30.0
-# Seconds a stored node gets to answer a health check after a restart before
-# it is stopped and replaced. The checks run in parallel.
-ADOPT_TIMEOUT_SECONDS = 5.0
 
 
 class NodePool:
@@ -90,78 +85,6 @@ class NodePool:
             self._store.delete_nodes()
         except sqlite3.Error as error:
             log.error("state_save_failed", error=str(error), path=self._store.path)
-
-    def restore(self, adopt_timeout: float = ADOPT_TIMEOUT_SECONDS) -> None:
-        """Load the stored targets and adopt their nodes that still serve; call before serving.
-
-        A node is adopted when its provider finds its process and the process
-        answers a health check within `adopt_timeout` seconds. It keeps its
-        state, so a leased node stays leased to its holder, who may still be
-        running an iteration on it and releases it as usual. A node that does
-        not answer is stopped, and one whose process is gone is forgotten. The
-        lease of either counts as lost, so that ReleaseNode on it succeeds.
-        The autoscaler then starts the nodes each target lacks.
-        """
-        targets = []
-        for target in self._store.load():
-            if target.spec.provider not in self._providers or target.size is None:
-                log.error("target_not_restored", compute_target=target.name, provider=target.spec.provider,
-                          vm_size=target.spec.vm_size, reason="unknown provider or VM size")
-                continue
-            targets.append(target)
-
-        adopted: dict[str, bool] = {}
-
-        def adopt(target: Target, node: Node) -> None:
-            try:
-                adopted[node.name] = self._provider(target).adopt_node(node.handle, adopt_timeout)
-            except Exception:
-                log.exception("node_adopt_failed", node=node.name)
-                adopted[node.name] = False
-
-        threads = [threading.Thread(target=adopt, args=(target, node), name=f"adopt-{node.node_id}")
-                   for target in targets for node in target.nodes.values()]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-
-        with self._cond:
-            for target in targets:
-                self._targets[target.target_id] = target
-                self._restore_nodes(target, adopted)
-                log.info("target_restored", compute_target=target.name, state=target.state.value,
-                         nodes=len(target.nodes), leased=len(target.nodes_in(NodeState.RUNNING)))
-            self._cond.notify_all()
-
-    def _restore_nodes(self, target: Target, adopted: dict[str, bool]) -> None:
-        now = time.monotonic()
-        for node in list(target.nodes.values()):
-            if not adopted.get(node.name):
-                log.warning("node_forgotten", node=node.name, state=node.state.value, lease=node.lease)
-                if node.lease:
-                    target.lost_leases.add(node.lease)
-                target.nodes.pop(node.node_id)
-                continue
-            if node.state is NodeState.RUNNING and node.lease:
-                log.info("node_adopted", node=node.name, state=node.state.value, lease=node.lease)
-                continue
-            # A node that was starting or stopping serves now, so it is idle like one that was idle.
-            node.lease = ""
-            node.holder = ""
-            node.set_state(NodeState.IDLE)
-            node.idle_since = now
-            log.info("node_adopted", node=node.name, state=node.state.value)
-
-        self._update_provisioning(target)
-        if target.state is ProvisioningState.DELETING:
-            # Deleting goes on: idle nodes stop now, leased ones when released.
-            for node in target.nodes_in(NodeState.IDLE):
-                self._begin_stop(target, node, reason="target_deleted")
-            if not target.nodes:
-                del self._targets[target.target_id]
-                log.info("target_deleted", compute_target=target.name)
-        self._persist(target)
 
     def _provider(self, target: Target) -> NodeProvider:
         return self._providers[target.spec.provider]

@@ -74,13 +74,13 @@ class NodeProvider(abc.ABC):
     def stop_node(self, handle: NodeHandle, grace_seconds: float) -> None:
         """Stop a node: ask it to shut down, force it after `grace_seconds`, and free its resources."""
 
-    def adopt_node(self, handle: NodeHandle, timeout: float) -> bool:
-        """Take over a node that an earlier compute process started, when it still serves.
+    def adopt_node(self, handle: NodeHandle) -> bool:
+        """Take over a node that an earlier compute process started, when its process still runs.
 
-        Returns True when the node serves gRPC health checks within `timeout`
-        seconds; from then on the other methods treat it like a node this
-        provider started. Returns False otherwise, after stopping whatever is
-        left of the node. A provider that cannot find earlier nodes returns False.
+        Returns True when it runs. From then on the other methods, such as
+        `wait_until_ready` and `stop_node`, treat it like a node this provider
+        started. Returns False when it is gone or cannot be identified; a
+        provider that cannot find earlier nodes always returns False.
         """
         return False
 

@@ -3,7 +3,7 @@
 Each target is one row with its spec and provisioning state, and each node
 whose process has started is one row with its state, lease and provider
 handle, so that a restarted compute service finds its targets again and can
-adopt the node processes that still run (see `NodePool.restore`). Rows are
+adopt the node processes that still run (see `RestoringPool.restore`). Rows are
 JSON, so a new field needs no schema change.
 """
 

@@ -14,18 +14,19 @@ import pytest
 from automl.common.errors import NotFound
 from services.compute.manager import ComputeManager
 from services.compute.models import NodeState, ProvisioningState, TargetSpec
-from services.compute.provider import NodeHandle, NodeProvider
+from services.compute.provider import NodeHandle, NodeProvider, NodeStartError
 from services.compute.store import ComputeStore
 from services.compute.vm_sizes import VmSize
 
 
 class ScriptedProvider(NodeProvider):
-    """Starts nodes at once; `serving` names the nodes that `adopt_node` finds still serving."""
+    """Starts nodes at once. `running` names the stored nodes whose process still runs, `hung` those that do not serve."""
 
     name = "local"
 
-    def __init__(self, serving: set[str] = frozenset()):
-        self.serving = set(serving)
+    def __init__(self, running: set[str] = frozenset(), hung: set[str] = frozenset()):
+        self.running = set(running)
+        self.hung = set(hung)
         self.adopt_calls: list[str] = []
         self.stopped: list[str] = []
 
@@ -34,7 +35,8 @@ class ScriptedProvider(NodeProvider):
                           pid=4242, pid_start_time=7)
 
     def wait_until_ready(self, handle: NodeHandle, timeout: float) -> None:
-        return None
+        if handle.node_name in self.hung:
+            raise NodeStartError(f"node {handle.node_name} timed out")
 
     def exit_code(self, handle: NodeHandle) -> int | None:
         return 0 if handle.node_name in self.stopped else None
@@ -42,9 +44,9 @@ class ScriptedProvider(NodeProvider):
     def stop_node(self, handle: NodeHandle, grace_seconds: float) -> None:
         self.stopped.append(handle.node_name)
 
-    def adopt_node(self, handle: NodeHandle, timeout: float) -> bool:
+    def adopt_node(self, handle: NodeHandle) -> bool:
         self.adopt_calls.append(handle.node_name)
-        return handle.node_name in self.serving
+        return handle.node_name in self.running
 
     def close(self, grace_seconds: float) -> None:
         return None
@@ -65,6 +67,13 @@ def spec(**fields) -> TargetSpec:
     values = {"vm_size": "STANDARD_DS2_V2", "min_nodes": 0, "max_nodes": 3, "idle_seconds_before_scaledown": 300}
     values.update(fields)
     return TargetSpec(**values)
+
+
+def wait_until(condition, description: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {description}"
+        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -92,9 +101,10 @@ def test_leased_node_adopted_with_lease(database):
     lease = before.acquire("computeTargets/busy", "experiments/one", wait_timeout=5)
     idle_node = next(n.name for n in before.get("computeTargets/busy").nodes if n.name != lease.node)
 
-    provider = ScriptedProvider(serving={lease.node, idle_node})
+    provider = ScriptedProvider(running={lease.node, idle_node})
     after = restarted_manager(database, provider)
-    nodes = {n.name: n for n in after.get("computeTargets/busy").nodes}
+    # The idle node is PREPARING until its health check passes.
+    nodes = {n.name: n for n in after.wait("computeTargets/busy", 2, timeout=5).nodes}
 
     assert sorted(provider.adopt_calls) == sorted([lease.node, idle_node])
     assert set(nodes) == {lease.node, idle_node}
@@ -113,7 +123,7 @@ def test_lost_node_forgotten_and_lease_releasable(database):
     before.wait("computeTargets/lossy", 1, timeout=5)
     lease = before.acquire("computeTargets/lossy", "experiments/two", wait_timeout=5)
 
-    after = restarted_manager(database, ScriptedProvider(serving=set()))
+    after = restarted_manager(database, ScriptedProvider(running=set()))
 
     assert after.get("computeTargets/lossy").nodes == ()
     # The holder's ReleaseNode succeeds once; the lease is then unknown.
@@ -133,7 +143,7 @@ def test_deleting_target_finishes_after_restart(database):
     lease = before.acquire("computeTargets/leaving", "experiments/three", wait_timeout=5)
     before.delete("computeTargets/leaving")
 
-    provider = ScriptedProvider(serving={lease.node})
+    provider = ScriptedProvider(running={lease.node})
     after = restarted_manager(database, provider)
     restored = after.get("computeTargets/leaving")
 
@@ -141,9 +151,7 @@ def test_deleting_target_finishes_after_restart(database):
     assert [(n.name, n.state) for n in restored.nodes] == [(lease.node, NodeState.RUNNING)]
     # Releasing the last node stops it, and the target goes away once it has stopped.
     after.release(lease.name)
-    deadline = time.monotonic() + 5
-    while "computeTargets/leaving" in [t.name for t in after.list(10, "")[0]] and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not after.list(10, "")[0], "the target to go away")
     with pytest.raises(NotFound):
         after.get("computeTargets/leaving")
     assert provider.stopped == [lease.node]
@@ -160,3 +168,23 @@ def test_close_forgets_stopped_nodes(database):
 
     assert target.target_id == "closing"
     assert target.nodes == {}
+
+
+def test_hung_leased_node_stopped(database):
+    before = crashed_manager(database, ScriptedProvider())
+    before.create("hung", spec(min_nodes=1))
+    before.wait("computeTargets/hung", 1, timeout=5)
+    lease = before.acquire("computeTargets/hung", "experiments/four", wait_timeout=5)
+
+    provider = ScriptedProvider(running={lease.node}, hung={lease.node})
+    after = restarted_manager(database, provider)
+    # The leased node counts as ready until its health check fails.
+    wait_until(lambda: provider.stopped, "the hung node to stop")
+    replaced = after.wait("computeTargets/hung", 1, timeout=5)
+
+    assert provider.adopt_calls == [lease.node]
+    assert provider.stopped == [lease.node]
+    assert [n.name for n in replaced.nodes] != [lease.node]
+    assert len(replaced.nodes) == 1
+    # The lease of the stopped node counts as lost, so its release succeeds.
+    after.release(lease.name)
