@@ -2,8 +2,9 @@
 
 Starts the local stack under `.demo/`, then drives it with the `automl`
 command-line client in this process. It creates the compute target
-`automl-cluster` and uploads scikit-learn's digits data set from row 10 on,
-so that the downloaded model can predict rows 0 to 9 unseen. It runs a
+`automl-cluster` (unless an earlier run left it in the workdir) and uploads
+scikit-learn's digits data set from row 10 on, so that the downloaded model
+can predict rows 0 to 9 unseen. It runs a
 20-iteration classification experiment with 5-fold cross-validation ranked
 by AUC_weighted, and prints the live table, the best run and its SHAP
 explanation. The stack stops at the end, also on errors and Ctrl-C. The exit

@@ -139,7 +139,7 @@ class LocalProvider(NodeProvider):
 
     def adopt_node(self, handle: NodeHandle) -> bool:
         if not handle.pid or not handle.pid_start_time or not processes.supported():
-            # NOTE: without /proc a running node cannot be told from a reused pid, so it is left running.
+            # NOTE: without /proc a running node cannot be distinguished from a reused pid, so it is left running.
             log.warning("node_not_adoptable", node=handle.node_name, pid=handle.pid,
                         reason="no pid start time recorded, or /proc is missing")
             return False

@@ -3,8 +3,8 @@
 Node processes outlive a compute process killed with SIGKILL. A restarted
 service reads its targets and their started nodes from the `ComputeStore`.
 Nodes whose process is gone are forgotten. The others are adopted: the
-provider watches and stops them like nodes it started, and each must answer a
-health check before it counts as ready. A node that does not answer in time
+provider watches and stops them like nodes it started, and each must pass a
+health check before it counts as ready. A node that fails the check in time
 is stopped, and the autoscaler starts replacements up to each target's
 demand.
 
@@ -27,7 +27,7 @@ from services.compute.provider import NodeStartError
 
 log = structlog.get_logger(__name__)
 
-# Seconds an adopted node that served before the restart gets to answer a
+# Seconds an adopted node that served before the restart gets to pass a
 # health check before it is stopped. A node that was still starting gets the
 # pool's `node_start_timeout` instead.
 ADOPT_TIMEOUT_SECONDS = 5.0
@@ -41,7 +41,7 @@ class RestoringPool(NodePool):
 
         It returns once every target is back, without waiting for health
         checks, so that no call finds a stored target missing. Adopted nodes
-        are PREPARING until they answer, except leased ones, which stay
+        are PREPARING until they pass the check, except leased ones, which stay
         RUNNING with their lease.
         """
         for target in self._store.load():
@@ -73,7 +73,7 @@ class RestoringPool(NodePool):
 
             was_starting = node.state is NodeState.PREPARING
             if node.state is not NodeState.RUNNING or not node.lease:
-                # Idle, starting and stopping nodes alike are leasable once they answer.
+                # Idle, starting and stopping nodes alike are leasable once they pass the health check.
                 node.lease = ""
                 node.holder = ""
                 node.set_state(NodeState.PREPARING)
@@ -94,7 +94,7 @@ class RestoringPool(NodePool):
         self._persist(target)
 
     def _check_adopted(self, target: Target, node: Node, timeout: float) -> None:
-        """Wait until an adopted node answers; stop and forget it when it does not."""
+        """Wait until an adopted node passes a health check; stop and forget it when it fails."""
         provider = self._provider(target)
         try:
             provider.wait_until_ready(node.handle, timeout)

@@ -1,10 +1,10 @@
 """SQLite persistence of compute targets and their started nodes.
 
-Each target is one row with its spec and provisioning state, and each node
-whose process has started is one row with its state, lease and provider
-handle, so that a restarted compute service finds its targets again and can
-adopt the node processes that still run (see `RestoringPool.restore`). Rows are
-JSON, so a new field needs no schema change.
+Each target is one row with its spec and provisioning state. Each node whose
+process has started is one row with its state, lease and provider handle. A
+restarted compute service reads them back and adopts the node processes that
+still run (see `RestoringPool.restore`). Rows are JSON, so a new field needs
+no schema change.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ class NodeLeases:
     Parameters
     ----------
     clients : Clients
-        Holds the ComputeService stub.
+        Contains the ComputeService stub.
     holder : str
         Name of the experiment, sent as the lease holder.
     cancelled : threading.Event
@@ -58,7 +58,7 @@ class NodeLeases:
         self.cancelled = cancelled
         self.log = log
         self._lock = threading.Lock()
-        # time.monotonic() of the first AcquireNode failure in a row, None after a success.
+        # time.monotonic() of the first UNAVAILABLE in a row of AcquireNode failures, None after a success.
         self._unavailable_since: float | None = None
         self._failures = 0
 
@@ -94,11 +94,13 @@ class NodeLeases:
     def _pause_after_failure(self, compute_target: str, error: grpc.RpcError) -> None:
         now = time.monotonic()
         with self._lock:
-            if self._unavailable_since is None:
+            if error.code() != grpc.StatusCode.UNAVAILABLE:
+                self._unavailable_since = None
+            elif self._unavailable_since is None:
                 self._unavailable_since = now
             self._failures += 1
             failures, since = self._failures, self._unavailable_since
-        if error.code() == grpc.StatusCode.UNAVAILABLE and now - since > UNAVAILABLE_LIMIT_SECONDS:
+        if since is not None and now - since > UNAVAILABLE_LIMIT_SECONDS:
             raise TargetUnusable(f"the compute service for {compute_target} stayed unavailable for "
                                  f"{now - since:.0f} s: {error.details()}") from error
         pause = min(RETRY_INITIAL_SECONDS * 2 ** (failures - 1), RETRY_MAX_SECONDS)
@@ -110,8 +112,9 @@ class NodeLeases:
         """Return a leased node, retrying while the compute service is unavailable.
 
         Failures are logged and never raised, because the iteration's result
-        does not depend on them. An unknown lease (NOT_FOUND) needs nothing
-        more: its node was lost, or a restarted compute service could not adopt it.
+        does not depend on them. A lease that the service no longer has
+        (NOT_FOUND) is logged and dropped, for example when its target was
+        deleted or the service restarted twice after its node was lost.
         """
         deadline = time.monotonic() + UNAVAILABLE_LIMIT_SECONDS
         attempt = 0

@@ -110,7 +110,7 @@ def test_dead_and_hung_nodes_replaced(own_stack):
     (dead_node, dead_pid), (hung_node, hung_pid) = sorted(pids_before.items())
 
     own_stack.stop_part("compute", signal.SIGKILL)
-    # The nodes outlive the killed service; then one dies and one stops answering.
+    # The nodes outlive the killed service; then one dies and one stops responding.
     assert all(alive(pid) for pid in pids_before.values())
     os.kill(dead_pid, signal.SIGKILL)
     os.kill(hung_pid, signal.SIGSTOP)

@@ -1,6 +1,6 @@
 """ComputeManager.restore: targets, nodes and leases read back from the SQLite store.
 
-A scripted provider stands in for node processes: it reports which stored
+A scripted provider replaces node processes: it reports which stored
 nodes still serve, so each case of the restore rules runs without starting
 trainers. `tests/integration/test_compute_restart.py` covers real processes.
 """
@@ -20,7 +20,10 @@ from services.compute.vm_sizes import VmSize
 
 
 class ScriptedProvider(NodeProvider):
-    """Starts nodes at once. `running` names the stored nodes whose process still runs, `hung` those that do not serve."""
+    """Provider whose nodes start at once.
+
+    `running` names the stored nodes whose process still runs, and `hung` those that fail their health check.
+    """
 
     name = "local"
 
