@@ -33,6 +33,13 @@ def own_stack(tmp_path, s3_stack):
     running = Stack(tmp_path, free_ports=True, s3_endpoint=s3_stack.env["S3_ENDPOINT"])
     yield running
     running.stop()
+    # A test that failed while the compute service was down leaves its nodes running.
+    # Each node leads its own process group, so killing the group also ends its workers.
+    for pid in node_pids_under(tmp_path).values():
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def get(compute, name: str) -> compute_pb2.ComputeTarget:
