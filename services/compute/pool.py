@@ -206,6 +206,7 @@ class NodePool:
             node.address = handle.address
             leaving = node.state is NodeState.LEAVING
             # Stored before the health wait, so a restart in between finds the process.
+            # NOTE: a compute process killed between the process start and this write leaves that node unrecorded.
             self._persist(target)
         if leaving:
             # The target was deleted while the process started, and no other thread has the handle yet.
