@@ -2,8 +2,9 @@
 
 Starts the local stack under `.demo/`, then drives it with the `automl`
 command-line client in this process. It creates the compute target
-`automl-cluster` and uploads scikit-learn's digits data set from row 10 on,
-so that the downloaded model can predict rows 0 to 9 unseen. It runs a
+`automl-cluster` (unless an earlier run left it in the workdir) and uploads
+scikit-learn's digits data set from row 10 on, so that the downloaded model
+can predict rows 0 to 9 unseen. It runs a
 20-iteration classification experiment with 5-fold cross-validation ranked
 by AUC_weighted, and prints the live table, the best run and its SHAP
 explanation. The stack stops at the end, also on errors and Ctrl-C. The exit
@@ -21,16 +22,17 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import pandas as pd
 from sklearn.datasets import load_digits
 
 from automl.cli.client import Context
-from automl.cli.errors import describe_exception
+from automl.cli.errors import ServiceCallError, describe_exception
 from automl.cli.main import main as automl
 from automl.common import config
 from automl.common.models import load_model_file
 from automl.stack import Stack
-from automl.v1 import experiment_pb2
+from automl.v1 import compute_pb2, experiment_pb2
 
 COMPUTE_TARGET = "automl-cluster"
 LABEL_COLUMN = "digit"
@@ -120,6 +122,20 @@ def predict_held_out(model_path: Path, held_out: pd.DataFrame) -> None:
     print(f"  {correct} of {len(held_out)} correct")
 
 
+def target_exists(target_id: str) -> bool:
+    """Return whether the compute service has the target `target_id`."""
+    ctx = Context(config.address("experiment"), config.address("compute"))
+    try:
+        ctx.compute.GetComputeTarget(compute_pb2.GetComputeTargetRequest(name=f"computeTargets/{target_id}"))
+        return True
+    except ServiceCallError as error:
+        if error.error.code() == grpc.StatusCode.NOT_FOUND:
+            return False
+        raise
+    finally:
+        ctx.close()
+
+
 def run_demo(workdir: Path, iterations: int, concurrency: int) -> int:
     """Run the demo steps against a started stack; return 0 when the experiment succeeded."""
     experiment_id = time.strftime("digits-%Y%m%d-%H%M%S")
@@ -128,8 +144,12 @@ def run_demo(workdir: Path, iterations: int, concurrency: int) -> int:
     held_out = write_digits(data_path)
     bucket = config.S3Settings.from_env().bucket
 
-    run_cli("compute", "create", COMPUTE_TARGET, "--vm-size", "STANDARD_DS2_V2", "--min-nodes", "0",
-            "--max-nodes", str(MAX_NODES))
+    # The compute service keeps its targets in the workdir, so a second demo run finds the first one's target.
+    if target_exists(COMPUTE_TARGET):
+        print(f"\nCompute target {COMPUTE_TARGET} remains from an earlier demo run in {workdir}; the demo uses it.")
+    else:
+        run_cli("compute", "create", COMPUTE_TARGET, "--vm-size", "STANDARD_DS2_V2", "--min-nodes", "0",
+                "--max-nodes", str(MAX_NODES))
     run_cli("data", "upload", str(data_path), "--key", "datasets/digits.csv")
 
     # A failed experiment exits 1; the state check below reports it.

@@ -63,7 +63,8 @@ class Stack:
     Parameters
     ----------
     workdir : Path
-        Holds logs (`logs/{part}.log`), the orchestrator's SQLite file and node caches.
+        Holds logs (`logs/{part}.log`), the SQLite files of the orchestrator and the compute service,
+        and node caches.
     free_ports : bool
         Pick free ports instead of the defaults (50051.., 9000), for tests.
     s3_endpoint : str, optional
@@ -98,6 +99,7 @@ class Stack:
             env[variable] = f"127.0.0.1:{self.ports[name]}"
         env["S3_ENDPOINT"] = self.external_s3 or f"127.0.0.1:{self.ports['s3']}"
         env.setdefault("AUTOML_DATABASE", str(self.workdir / "orchestrator.sqlite"))
+        env.setdefault("AUTOML_COMPUTE_DATABASE", str(self.workdir / "compute.sqlite"))
         env.setdefault("AUTOML_NODE_CACHE", str(self.workdir / "node-cache"))
         env["PYTHONUNBUFFERED"] = "1"
         return env

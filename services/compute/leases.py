@@ -15,7 +15,7 @@ import structlog
 
 from automl.common.errors import Cancelled, FailedPrecondition, NotFound, ResourceExhausted, Unavailable
 from services.compute.models import LeaseView, Node, NodeState, ProvisioningState, Target
-from services.compute.pool import NodePool
+from services.compute.restore import RestoringPool
 from services.compute.validation import parse_lease_name, parse_target_name, validate_holder
 
 log = structlog.get_logger(__name__)
@@ -28,7 +28,7 @@ def never_cancelled() -> bool:
     return False
 
 
-class LeasingPool(NodePool):
+class LeasingPool(RestoringPool):
     """A node pool that lends idle nodes to holders."""
 
     def _require(self, target_id: str) -> Target:
@@ -122,6 +122,7 @@ class LeasingPool(NodePool):
             node.holder = ""
             node.set_state(NodeState.IDLE)
             node.idle_since = time.monotonic()
+            self._persist(target)
             self._cond.notify_all()
 
     def _check_leasable(self, target: Target) -> None:
@@ -146,6 +147,7 @@ class LeasingPool(NodePool):
         node.holder = holder
         node.set_state(NodeState.RUNNING)
         log.info("lease_granted", lease=node.lease, node=node.name, holder=holder)
+        self._persist(target)
         return LeaseView(name=node.lease, node=node.name, address=node.address, holder=holder,
                          cores=target.size.cores, memory_mb=target.size.memory_mb)
 

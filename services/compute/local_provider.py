@@ -6,6 +6,11 @@ from `config.port("trainer")` upwards, keeps its data set cache in
 `<root>/<target>/<node>` and writes stdout and stderr to
 `<root>/logs/<target>-<node>.log`, where `<root>` is `$AUTOML_NODE_CACHE` or a
 new temporary folder.
+
+Nodes run in their own sessions, so they outlive a compute process killed
+with SIGKILL. The handle of each node records its pid and the pid's start
+time, and `adopt_node` takes such a node over after a restart (Linux only,
+because it reads /proc).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pathlib import Path
 
 import structlog
 
-from automl.common import config
+from automl.common import config, processes
 from automl.common.server import wait_until_serving
 from services.compute.provider import NodeHandle, NodeProvider, NodeStartError
 from services.compute.vm_sizes import VmSize
@@ -33,6 +38,8 @@ log = structlog.get_logger(__name__)
 HOST = "127.0.0.1"
 # Ports tried above the base port before a start fails.
 PORT_SEARCH_RANGE = 1000
+# Exit code reported for an adopted node whose process is gone: only the parent of a process learns its code.
+UNKNOWN_EXIT_CODE = -1
 
 
 def _port_is_free(port: int) -> bool:
@@ -88,9 +95,6 @@ class LocalProvider(NodeProvider):
                 "--cache-dir", str(cache_dir),
             ]
             with open(log_path, "ab") as log_file:
-                # NOTE: nodes run in their own sessions, so a compute process
-                # killed with SIGKILL leaves them running, and nothing reclaims
-                # them after a restart yet.
                 try:
                     process = subprocess.Popen(
                         command, env=dict(os.environ), stdin=subprocess.DEVNULL, stdout=log_file,
@@ -101,8 +105,11 @@ class LocalProvider(NodeProvider):
             self._processes[node_name] = process
             self._ports[node_name] = port
 
+        # Read before the node could exit: a pid without start time is never adopted.
+        start_time = processes.start_time(process.pid) or 0
         log.info("node_process_started", node=node_name, pid=process.pid, port=port, log=str(log_path))
-        return NodeHandle(node_name=node_name, address=f"{HOST}:{port}", log_path=str(log_path))
+        return NodeHandle(node_name=node_name, address=f"{HOST}:{port}", log_path=str(log_path), pid=process.pid,
+                          pid_start_time=start_time, cache_dir=str(cache_dir))
 
     def _free_port(self) -> int:
         assigned_ports = set(self._ports.values())
@@ -130,6 +137,29 @@ class LocalProvider(NodeProvider):
                 raise NodeStartError(f"node {handle.node_name} timed out after {timeout:.0f} s waiting to serve "
                                      f"on {handle.address}; see {handle.log_path}")
 
+    def adopt_node(self, handle: NodeHandle) -> bool:
+        if not handle.pid or not handle.pid_start_time or not processes.supported():
+            # NOTE: without /proc a running node cannot be distinguished from a reused pid, so it is left running.
+            log.warning("node_not_adoptable", node=handle.node_name, pid=handle.pid,
+                        reason="no pid start time recorded, or /proc is missing")
+            return False
+        process = AdoptedProcess(handle.pid, handle.pid_start_time)
+        if process.poll() is not None:
+            log.info("node_process_gone", node=handle.node_name, pid=handle.pid)
+            return False
+
+        port = int(handle.address.rsplit(":", 1)[1])
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._processes[handle.node_name] = process
+                self._ports[handle.node_name] = port
+        if closed:
+            _terminate(process, 0.0)
+            return False
+        log.info("node_process_adopted", node=handle.node_name, pid=handle.pid, port=port)
+        return True
+
     def exit_code(self, handle: NodeHandle) -> int | None:
         process = self._processes.get(handle.node_name)
         return process.poll() if process else 0
@@ -143,7 +173,8 @@ class LocalProvider(NodeProvider):
             self._processes.pop(handle.node_name, None)
             self._ports.pop(handle.node_name, None)
         _, target_id, _, node_id = handle.node_name.split("/")
-        shutil.rmtree(self.root / target_id / node_id, ignore_errors=True)
+        # An adopted node may have its cache under the root of an earlier compute process.
+        shutil.rmtree(handle.cache_dir or self.root / target_id / node_id, ignore_errors=True)
 
     def close(self, grace_seconds: float) -> None:
         with self._lock:
@@ -158,7 +189,40 @@ class LocalProvider(NodeProvider):
         log.info("local_provider_closed", stopped_processes=len(processes))
 
 
-def _terminate(process: subprocess.Popen, grace_seconds: float) -> None:
+class AdoptedProcess:
+    """A node process that an earlier compute process started, with the part of `Popen` that `_terminate` uses.
+
+    It is not a child of this process, so its exit code is unknown, `init`
+    reaps it, and `poll` only checks that the pid still names the same process.
+    """
+
+    def __init__(self, pid: int, start_time: int):
+        self.pid = pid
+        self.start_time = start_time
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not processes.is_same_process(self.pid, self.start_time):
+            self.returncode = UNKNOWN_EXIT_CODE
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout)
+            time.sleep(0.05)
+        return self.returncode
+
+
+def _terminate(process: subprocess.Popen | AdoptedProcess, grace_seconds: float) -> None:
     """SIGTERM the node, then SIGKILL its whole process group after `grace_seconds`, and reap it.
 
     The group kill also ends the trainer's worker processes. It happens only
@@ -173,8 +237,12 @@ def _terminate(process: subprocess.Popen, grace_seconds: float) -> None:
         return
     except subprocess.TimeoutExpired:
         log.warning("node_process_killed", pid=process.pid, grace_seconds=grace_seconds)
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    # NOTE: `init` may reap an adopted process at any moment. For such a
+    # process the check right before the group kill narrows that race but
+    # does not close it. A child's `poll` would reap it, so it is not called.
+    if not isinstance(process, AdoptedProcess) or process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     process.wait()

@@ -1,7 +1,8 @@
 """ComputeManager: the transport-neutral ComputeService.
 
-Keeps compute targets in memory only, so a restart loses them. The node
-processes stop with the service (see `close`).
+Keeps compute targets in memory and in a `ComputeStore`, from which a
+restarted service restores them (see `RestoringPool.restore`). The node processes
+stop with the service (see `close`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class ComputeManager(LeasingPool):
             view = self._view(target)
             self._update_provisioning(target)
             self._reconcile(target)
+            self._persist(target)
             return view
 
     def get(self, name: str) -> TargetView:
@@ -94,6 +96,7 @@ class ComputeManager(LeasingPool):
             if not target.nodes:
                 del self._targets[target_id]
                 log.info("target_deleted", compute_target=target.name)
+            self._persist(target)
             self._cond.notify_all()
 
     def wait(self, name: str, min_node_count: int, timeout: float,

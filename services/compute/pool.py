@@ -5,10 +5,14 @@ starts nodes when a target needs more (its minimum, waiting AcquireNode calls,
 WaitComputeTarget calls), stops nodes that stayed idle too long above the
 minimum, and removes nodes whose process exited. Slow provider calls (start,
 health wait, stop) run in their own threads without the lock.
+
+Every change of a target or of a started node is written to a
+`ComputeStore`, which `RestoringPool.restore` reads back after a restart.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import uuid
@@ -19,6 +23,7 @@ from services.compute.models import (
     ACTIVE_STATES, READY_STATES, Node, NodeState, ProvisioningState, Target, utc_now,
 )
 from services.compute.provider import NodeProvider, NodeStartError
+from services.compute.store import ComputeStore
 
 log = structlog.get_logger(__name__)
 
@@ -41,11 +46,15 @@ class NodePool:
         Seconds a stopping node gets after SIGTERM before it is killed.
     autoscale_interval : float
         Seconds between autoscaler rounds.
+    store : ComputeStore, optional
+        Where targets and nodes are kept across restarts; by default an in-memory database.
     """
 
     def __init__(self, providers: dict[str, NodeProvider], node_start_timeout: float = 60.0,
-                 stop_grace_seconds: float = 10.0, autoscale_interval: float = 1.0):
+                 stop_grace_seconds: float = 10.0, autoscale_interval: float = 1.0,
+                 store: ComputeStore | None = None):
         self._providers = providers
+        self._store = store or ComputeStore()
         self.node_start_timeout = node_start_timeout
         self.stop_grace_seconds = stop_grace_seconds
         self.autoscale_interval = autoscale_interval
@@ -60,7 +69,10 @@ class NodePool:
         self._autoscaler.start()
 
     def close(self) -> None:
-        """Stop the autoscaler and every node process; later node starts fail."""
+        """Stop the autoscaler and every node process, adopted ones included; later node starts fail.
+
+        The stored targets stay, and their nodes are forgotten because none runs any more.
+        """
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -69,6 +81,10 @@ class NodePool:
             self._autoscaler.join()
         for provider in self._providers.values():
             provider.close(self.stop_grace_seconds)
+        try:
+            self._store.delete_nodes()
+        except sqlite3.Error as error:
+            log.error("state_save_failed", error=str(error), path=self._store.path)
 
     def _provider(self, target: Target) -> NodeProvider:
         return self._providers[target.spec.provider]
@@ -126,6 +142,22 @@ class NodePool:
             target.state = ProvisioningState.SUCCEEDED
             log.info("target_ready", compute_target=target.name, nodes=len(target.nodes))
 
+    def _persist(self, target: Target) -> None:
+        """Write the target and its started nodes to the store, or delete them once the target is gone.
+
+        A failed write is logged and the service goes on with its state in
+        memory, so only a later restart is affected.
+        """
+        try:
+            # The identity check keeps the rows of a new target that reuses the ID.
+            current = self._targets.get(target.target_id)
+            if current is target:
+                self._store.save_target(target)
+            elif current is None:
+                self._store.delete_target(target.target_id)
+        except sqlite3.Error as error:
+            log.error("state_save_failed", compute_target=target.name, error=str(error), path=self._store.path)
+
     def _remove_node(self, target: Target, node: Node) -> None:
         target.nodes.pop(node.node_id, None)
         # The identity check keeps a new target that reuses the ID.
@@ -133,6 +165,7 @@ class NodePool:
                 self._targets.get(target.target_id) is target:
             del self._targets[target.target_id]
             log.info("target_deleted", compute_target=target.name)
+        self._persist(target)
         self._cond.notify_all()
 
     def _autoscale_loop(self) -> None:
@@ -172,6 +205,9 @@ class NodePool:
             node.handle = handle
             node.address = handle.address
             leaving = node.state is NodeState.LEAVING
+            # Stored before the health wait, so a restart in between finds the process.
+            # NOTE: a compute process killed between the process start and this write leaves that node unrecorded.
+            self._persist(target)
         if leaving:
             # The target was deleted while the process started, and no other thread has the handle yet.
             self._stop_process(target, node, self.stop_grace_seconds)
@@ -195,6 +231,7 @@ class NodePool:
             target.start_failures = 0
             log.info("node_ready", node=node.name, address=node.address)
             self._update_provisioning(target)
+            self._persist(target)
             self._cond.notify_all()
 
     def _start_failed(self, target: Target, node: Node, message: str) -> None:
@@ -214,6 +251,7 @@ class NodePool:
                 target.state = ProvisioningState.FAILED
                 target.provisioning_error = (f"{target.start_failures} node starts failed; last error: {message}")
                 log.error("target_failed", compute_target=target.name, error=target.provisioning_error)
+                self._persist(target)
 
     # Stopping nodes.
 
@@ -223,6 +261,7 @@ class NodePool:
         node.lease = ""
         node.holder = ""
         log.info("node_stopping", node=node.name, reason=reason)
+        self._persist(target)
         # Without a handle the start thread is still starting the process. It
         # stops the process once it finds the node LEAVING.
         if node.handle is not None:

@@ -23,11 +23,22 @@ class NodeStartError(Exception):
 
 @dataclass
 class NodeHandle:
-    """A started node as its provider tracks it: the TrainerService address and the log file."""
+    """A started node as its provider tracks it: the TrainerService address, the log file and its process.
+
+    The compute service stores handles, so that after a restart the provider
+    can find the node again (`adopt_node`). `pid`, `pid_start_time` and
+    `cache_dir` are set by providers that run nodes as local processes and
+    stay empty otherwise.
+    """
 
     node_name: str
     address: str
     log_path: str
+    pid: int = 0
+    # Start time of the process in clock ticks since boot (/proc/PID/stat field 22),
+    # so that a reused pid is not taken for the node.
+    pid_start_time: int = 0
+    cache_dir: str = ""
 
 
 class NodeProvider(abc.ABC):
@@ -62,6 +73,16 @@ class NodeProvider(abc.ABC):
     @abc.abstractmethod
     def stop_node(self, handle: NodeHandle, grace_seconds: float) -> None:
         """Stop a node: ask it to shut down, force it after `grace_seconds`, and free its resources."""
+
+    def adopt_node(self, handle: NodeHandle) -> bool:
+        """Take over a node that an earlier compute process started, when its process still runs.
+
+        Returns True when it runs. From then on the other methods, such as
+        `wait_until_ready` and `stop_node`, treat it like a node this provider
+        started. Returns False when it is gone or cannot be identified; a
+        provider that cannot find earlier nodes always returns False.
+        """
+        return False
 
     @abc.abstractmethod
     def close(self, grace_seconds: float) -> None:

@@ -24,12 +24,12 @@ from automl.common.storage import ObjectStore, explanation_prefix, iteration_pre
 from automl.v1 import compute_pb2, experiment_pb2, explainer_pb2, pipeline_pb2, trainer_pb2
 from services.orchestrator import budget, ensembles
 from services.orchestrator.clients import Clients
+from services.orchestrator.leasing import NodeLeases, TargetUnusable
 from services.orchestrator.records import ENDED_ITERATION_STATES, Records, now
 from services.orchestrator.search import Proposal, Proposer, SearchContext, Trial
 
 log = structlog.get_logger(__name__)
 
-ACQUIRE_WAIT_SECONDS = 5
 # A trainer gets this long past the iteration timeout to report before the
 # orchestrator gives up on the call.
 RPC_MARGIN_SECONDS = 30
@@ -66,10 +66,6 @@ def _reached(metric: str, score: float, target: float) -> bool:
     return score >= target if catalog.higher_is_better(metric) else score <= target
 
 
-class TargetUnusable(Exception):
-    """The compute target is gone or cannot lend nodes."""
-
-
 class ExperimentRunner:
     """Runs one experiment's iterations on its compute target in a background thread."""
 
@@ -90,6 +86,7 @@ class ExperimentRunner:
         self._running: dict[int, str] = {}  # iteration index -> trainer address
         self._retries: collections.deque[int] = collections.deque()
         self._lock = threading.Lock()
+        self._leases = NodeLeases(clients, self.name, self._cancel, self.log)
         self._thread = threading.Thread(target=self._main, name=f"runner-{experiment_id}", daemon=True)
 
     def start(self) -> None:
@@ -236,25 +233,10 @@ class ExperimentRunner:
         return ""
 
     def _acquire(self, experiment) -> compute_pb2.NodeLease | None:
-        request = compute_pb2.AcquireNodeRequest(compute_target=experiment.compute_target, holder=self.name,
-                                                 wait_timeout=_duration(ACQUIRE_WAIT_SECONDS))
-        try:
-            return self.clients.compute.AcquireNode(request, timeout=ACQUIRE_WAIT_SECONDS + 10)
-        except grpc.RpcError as error:
-            code = error.code()
-            if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
-                raise TargetUnusable(f"compute target {experiment.compute_target} cannot run iterations: "
-                                     f"{error.details()}") from error
-            if code not in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED):
-                self.log.warning("acquire_node_failed", code=code.name, error=error.details())
-                time.sleep(1)
-            return None
+        return self._leases.acquire(experiment.compute_target)
 
     def _release(self, lease) -> None:
-        try:
-            self.clients.compute.ReleaseNode(compute_pb2.ReleaseNodeRequest(name=lease.name), timeout=10)
-        except grpc.RpcError as error:
-            self.log.warning("release_node_failed", lease=lease.name, error=error.details())
+        self._leases.release(lease)
 
     def _next_iteration(self, experiment) -> experiment_pb2.Iteration | None:
         """Return a retried iteration, or a new one from the proposer; None when the budget is used."""
@@ -343,23 +325,28 @@ class ExperimentRunner:
         started = time.monotonic()
         retry = False
         try:
-            response = self.clients.trainer(lease.address).RunIteration(request, timeout=timeout + RPC_MARGIN_SECONDS)
-            self._record_success(experiment, iteration, response)
-        except grpc.RpcError as error:
-            retry = self._record_failure(iteration, error)
+            try:
+                response = self.clients.trainer(lease.address).RunIteration(request,
+                                                                            timeout=timeout + RPC_MARGIN_SECONDS)
+                self._record_success(experiment, iteration, response)
+            except grpc.RpcError as error:
+                retry = self._record_failure(iteration, error)
+            finally:
+                iteration.duration.CopyFrom(_duration(time.monotonic() - started))
+                with self._lock:
+                    self._running.pop(index, None)
+            if not retry:
+                iteration.end_time.CopyFrom(now())
+                self.records.put_iteration(self.experiment_id, iteration)
+                self.log.info("iteration_finished", iteration=index,
+                              state=experiment_pb2.IterationState.Name(iteration.state), metric=iteration.score,
+                              duration_s=round(iteration.duration.ToNanoseconds() / 1e9, 2))
         finally:
-            iteration.duration.CopyFrom(_duration(time.monotonic() - started))
-            with self._lock:
-                self._running.pop(index, None)
+            # After the result is stored, because ReleaseNode waits while the compute service is down.
             self._release(lease)
         if retry:
             self._cancel.wait(RETRY_BACKOFF_SECONDS * 2 ** (iteration.attempts - 1))
             self._retries.append(index)
-        else:
-            iteration.end_time.CopyFrom(now())
-            self.records.put_iteration(self.experiment_id, iteration)
-            self.log.info("iteration_finished", iteration=index, state=experiment_pb2.IterationState.Name(iteration.state),
-                          metric=iteration.score, duration_s=round(iteration.duration.ToNanoseconds() / 1e9, 2))
 
     def _record_success(self, experiment, iteration, response) -> None:
         iteration.metrics.update(response.metrics)

@@ -7,10 +7,10 @@ schema does not change when a message gains a field.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from pathlib import Path
 
+from automl.common import sqlite
 from automl.v1 import experiment_pb2, explainer_pb2
 
 SCHEMA = """
@@ -48,14 +48,8 @@ class ExperimentStore:
     """
 
     def __init__(self, path: str | Path):
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._connection = sqlite.connect(path, SCHEMA)
         self._lock = threading.RLock()
-        with self._lock:
-            self._connection.execute("PRAGMA journal_mode=WAL")
-            self._connection.execute("PRAGMA synchronous=NORMAL")
-            self._connection.executescript(SCHEMA)
 
     def close(self) -> None:
         with self._lock:

@@ -139,3 +139,25 @@ def alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
+
+
+def node_pids_under(root: Path) -> dict[str, int]:
+    """Return {node name: pid} of the trainer processes whose `--cache-dir` is under `root`.
+
+    Unlike `node_pids`, it cannot match nodes of another stack that happens
+    to use the same target name.
+    """
+    found = {}
+    prefix = str(Path(root).resolve()) + os.sep
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"services.trainer" in arguments and b"--cache-dir" in arguments and b"--node-name" in arguments:
+            cache_dir = str(Path(arguments[arguments.index(b"--cache-dir") + 1].decode()).resolve())
+            if cache_dir.startswith(prefix) and alive(int(entry.name)):
+                found[arguments[arguments.index(b"--node-name") + 1].decode()] = int(entry.name)
+    return found
