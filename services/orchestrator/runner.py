@@ -20,6 +20,7 @@ import structlog
 from google.protobuf import duration_pb2, json_format
 
 from automl.common import catalog
+from automl.common.errors import from_rpc_error
 from automl.common.storage import ObjectStore, explanation_prefix, iteration_prefix
 from automl.v1 import compute_pb2, experiment_pb2, explainer_pb2, pipeline_pb2, trainer_pb2
 from services.orchestrator import budget, ensembles
@@ -377,8 +378,10 @@ class ExperimentRunner:
         code = error.code()
         with self._lock:
             canceled = iteration.index in self._canceled_iterations
-        if code == grpc.StatusCode.UNAVAILABLE and not canceled and not self._cancel.is_set() \
-                and iteration.attempts < MAX_ATTEMPTS:
+        # A trainer that reports STORAGE_UNAVAILABLE has retried the object store for its whole retry window,
+        # and another node would reach the same store, so only a lost node makes the iteration run again.
+        node_lost = code == grpc.StatusCode.UNAVAILABLE and from_rpc_error(error).reason != "STORAGE_UNAVAILABLE"
+        if node_lost and not canceled and not self._cancel.is_set() and iteration.attempts < MAX_ATTEMPTS:
             self.log.warning("iteration_retrying", iteration=iteration.index, attempt=iteration.attempts,
                              error=error.details())
             iteration.state = experiment_pb2.ITERATION_STATE_QUEUED

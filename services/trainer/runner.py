@@ -248,6 +248,9 @@ class IterationRunner:
     def _download(self, spec: IterationSpec, deadline: float, run: _Run) -> Path:
         try:
             path = self.cache.local_path(spec.dataset_uri)
+        except Unavailable as error:
+            raise Unavailable(f"data set {spec.dataset_uri} could not be downloaded: {error.message}",
+                              "STORAGE_UNAVAILABLE", {"uri": spec.dataset_uri}) from error
         except (S3Error, urllib3.exceptions.HTTPError, OSError) as error:
             raise Unavailable(f"data set {spec.dataset_uri} could not be downloaded from object storage at "
                               f"{self.s3.endpoint}: {error}; retry when the store is reachable",

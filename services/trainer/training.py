@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import urllib3
 from lightgbm.basic import LightGBMError
 from minio.error import S3Error
 from threadpoolctl import threadpool_limits
@@ -121,10 +120,13 @@ def run_worker(job: WorkerJob, sender) -> None:
             raise Unavailable(f"iteration {job.spec.iteration} could not store its results under "
                               f"{job.spec.output_uri}: {error}; retry when object storage is reachable",
                               "STORAGE_UNAVAILABLE", {"iteration": job.spec.iteration}) from error
-        except urllib3.exceptions.HTTPError as error:
-            raise Unavailable(f"iteration {job.spec.iteration} could not store its results under "
-                              f"{job.spec.output_uri}: {error}; retry when object storage is reachable",
-                              "STORAGE_UNAVAILABLE", {"iteration": job.spec.iteration}) from error
+        except Unavailable as error:
+            # The object store has already retried for its whole window (S3Settings.retry_seconds).
+            if error.reason != "STORAGE_UNAVAILABLE":
+                raise
+            raise Unavailable(f"iteration {job.spec.iteration} failed because object storage is unavailable: "
+                              f"{error.message}", "STORAGE_UNAVAILABLE",
+                              {"iteration": job.spec.iteration, **error.metadata}) from error
         sender.send({"status": "ok", "result": result})
     except ServiceError as error:
         log.write(f"iteration failed: {error.message}")
