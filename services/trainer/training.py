@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import structlog
 from lightgbm.basic import LightGBMError
 from minio.error import S3Error
 from threadpoolctl import threadpool_limits
@@ -28,6 +29,7 @@ from automl.common.config import S3Settings
 from automl.common.datasets import Table, read_table
 from automl.common.errors import (FailedPrecondition, InvalidArgument, ResourceExhausted, ServiceError,
                                   Unavailable, invalid_field)
+from automl.common.logging import configure_logging
 from automl.common.models import StoredModel, dumps_model
 from services.trainer import metrics as metric_functions
 from services.trainer.ensembles import train_ensemble
@@ -101,6 +103,10 @@ def run_worker(job: WorkerJob, sender) -> None:
         os.setpgid(0, 0)
     except OSError:
         pass
+    # The forkserver never configured logging, so without this the worker's events (object store retries)
+    # would reach the node log in structlog's console format instead of JSON lines.
+    configure_logging("trainer")
+    structlog.contextvars.bind_contextvars(node=job.node, iteration=job.spec.iteration)
     if job.server_pid:
         threading.Thread(target=_exit_without_server, args=(job.server_pid,), name="server-watch",
                          daemon=True).start()
@@ -124,8 +130,7 @@ def run_worker(job: WorkerJob, sender) -> None:
             # The object store has already retried for its whole window (S3Settings.retry_seconds).
             if error.reason != "STORAGE_UNAVAILABLE":
                 raise
-            raise Unavailable(f"iteration {job.spec.iteration} failed because object storage is unavailable: "
-                              f"{error.message}", "STORAGE_UNAVAILABLE",
+            raise Unavailable(f"iteration {job.spec.iteration} failed: {error.message}", "STORAGE_UNAVAILABLE",
                               {"iteration": job.spec.iteration, **error.metadata}) from error
         sender.send({"status": "ok", "result": result})
     except ServiceError as error:
