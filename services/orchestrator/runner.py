@@ -71,6 +71,10 @@ class TargetUnusable(Exception):
     """The compute target is gone or cannot lend nodes."""
 
 
+class Suspended(Exception):
+    """The service is stopping: the runner ends and leaves the experiment as stored, to resume later."""
+
+
 class ExperimentRunner:
     """Runs one experiment's iterations on its compute target in a background thread."""
 
@@ -87,6 +91,7 @@ class ExperimentRunner:
         # Rows of the data set, read from the first succeeded iteration's metrics document.
         self._rows: int | None = None
         self._cancel = threading.Event()
+        self._suspended = threading.Event()
         self._canceled_iterations: set[int] = set()
         self._running: dict[int, str] = {}  # iteration index -> trainer address
         self._retries: collections.deque[int] = collections.deque()
@@ -112,6 +117,10 @@ class ExperimentRunner:
         for index in running:
             self.cancel_iteration(index)
 
+    def suspend(self) -> None:
+        """Stop starting iterations and record nothing more that the stop causes; see `Suspended`."""
+        self._suspended.set()
+
     def cancel_iteration(self, index: int) -> bool:
         """Ask the node running iteration `index` to stop it; False when it is not running here."""
         with self._lock:
@@ -131,6 +140,11 @@ class ExperimentRunner:
     def _main(self) -> None:
         try:
             self._run()
+        except Suspended:
+            self.log.info("experiment_suspended")
+            pool = getattr(self, "_pool", None)
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
         except TargetUnusable as error:
             self.log.warning("experiment_stopped", reason=str(error))
             self._wait_running()
@@ -154,6 +168,7 @@ class ExperimentRunner:
         in_flight: set[futures.Future] = set()
 
         while True:
+            self._raise_if_suspended()
             in_flight = {future for future in in_flight if not future.done()}
             experiment = self.records.experiment(self.experiment_id)
             stop_reason = self._stop_reason(experiment)
@@ -193,6 +208,7 @@ class ExperimentRunner:
         """Run, one at a time, the ensembles that a time budget or early stopping kept from their slots."""
         # NOTE: a node lost during these runs fails the ensemble; it is not retried like searched iterations.
         while not self._cancel.is_set():
+            self._raise_if_suspended()
             experiment = self.records.experiment(self.experiment_id)
             lease = self._acquire(experiment)
             if lease is None:
@@ -210,6 +226,10 @@ class ExperimentRunner:
                 self._release(lease)
                 return
             self._run_iteration(experiment, iteration, lease)
+
+    def _raise_if_suspended(self) -> None:
+        if self._suspended.is_set():
+            raise Suspended()
 
     def _stop_reason(self, experiment) -> str:
         if self._cancel.is_set():
@@ -245,6 +265,8 @@ class ExperimentRunner:
             self.clients.compute.ReleaseNode(compute_pb2.ReleaseNodeRequest(name=lease.name), timeout=10)
         except grpc.RpcError as error:
             self.log.warning("release_node_failed", lease=lease.name, error=error.details())
+        except ValueError as error:  # The channel was closed because the service is stopping.
+            self.log.info("release_node_skipped", lease=lease.name, error=str(error))
 
     def _next_iteration(self, experiment) -> experiment_pb2.Iteration | None:
         """Return a retried iteration, or a new one from the proposer; None when the budget is used."""
@@ -336,6 +358,11 @@ class ExperimentRunner:
             response = self.clients.trainer(lease.address).RunIteration(request, timeout=timeout + RPC_MARGIN_SECONDS)
             self._record_success(experiment, iteration, response)
         except grpc.RpcError as error:
+            if self._suspended.is_set():
+                # The call failed because this service is stopping: the iteration stays RUNNING in the
+                # store and runs again when the experiment resumes.
+                self.log.info("iteration_left_to_resume", iteration=index, error=error.details())
+                return
             retry = self._record_failure(iteration, error)
         finally:
             iteration.duration.CopyFrom(_duration(time.monotonic() - started))
@@ -403,6 +430,7 @@ class ExperimentRunner:
             pool.shutdown(wait=True)
 
     def _finish(self) -> None:
+        self._raise_if_suspended()
         experiment = self.records.experiment(self.experiment_id)
         if self._cancel.is_set():
             self.records.set_state(self.experiment_id, experiment_pb2.EXPERIMENT_STATE_CANCELED)
@@ -438,6 +466,7 @@ class ExperimentRunner:
             try:
                 explanation = self.clients.explainer.ExplainModel(request, timeout=EXPLAIN_TIMEOUT_SECONDS)
             except grpc.RpcError as error:
+                self._raise_if_suspended()
                 error_text = f"{error.code().name}: {error.details()}"
                 self.log.warning("explanation_failed", attempt=attempt, error=error_text)
                 if error.code() != grpc.StatusCode.UNAVAILABLE:
