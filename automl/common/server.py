@@ -113,8 +113,8 @@ class ServiceServer:
     def on_stopping(self, callback: Callable[[], None]) -> None:
         """Run `callback` once health is NOT_SERVING, before running calls get their grace period.
 
-        For work that will not end within the grace period, such as streams
-        and long iterations, to end it now and hand it back to its clients.
+        Use it for work that will not end within the grace period, such as
+        streams and long iterations, to end that work now and return it to its clients.
         """
         self._on_stopping.append(callback)
 

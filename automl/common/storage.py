@@ -3,7 +3,7 @@
 Every payload (data sets, models, metrics, logs, explanations) lives in one
 bucket; messages between services carry `s3://bucket/key` URIs only.
 
-Requests that fail with a connection error or a 5xx status are retried with
+Requests that fail with a connection error or a 429 or 5xx status are retried with
 exponential backoff for up to `S3Settings.retry_seconds`
 (`AUTOML_S3_RETRY_SECONDS`); after that an operation raises `Unavailable`
 with reason `STORAGE_UNAVAILABLE`.
@@ -39,7 +39,7 @@ log = structlog.get_logger(__name__)
 MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "NoSuchObject"}
 # Statuses that S3 servers return for overload or a passing fault (AWS sends 503 SlowDown).
 RETRY_STATUSES = (429, 500, 502, 503, 504)
-# Backoff before the n-th retry is BACKOFF_FACTOR * 2 ** (n - 1) seconds, at most BACKOFF_MAX; the first is at once.
+# Backoff before the n-th retry is BACKOFF_FACTOR * 2 ** (n - 1) seconds, at most BACKOFF_MAX. The first retry is immediate.
 BACKOFF_FACTOR = 0.5
 BACKOFF_MAX = 5.0
 
@@ -239,7 +239,7 @@ class ObjectStore:
 
     @contextlib.contextmanager
     def _unavailable_on_failure(self, operation: str, uri: str):
-        """Turn transport errors and 5xx responses left after the retries into `Unavailable`."""
+        """Convert transport errors and 5xx responses left after the retries to `Unavailable`."""
         try:
             yield
         except (urllib3.exceptions.HTTPError, ServerError) as error:

@@ -335,7 +335,7 @@ class IterationRunner:
                 {"iteration": spec.iteration, "memory_limit_mib": str(self.node.memory_mb),
                  "memory_used_mib": f"{run.memory_used_mib:.0f}"})
         if reason == "shutdown":
-            # UNAVAILABLE, as for a lost node, tells the orchestrator to run the iteration again elsewhere.
+            # UNAVAILABLE, as for a lost node, makes the orchestrator run the iteration again on another node.
             raise Unavailable(f"node {self.node.name} is shutting down and stopped iteration {spec.iteration}; "
                               "run it again on another node", "NODE_SHUTTING_DOWN", {"iteration": spec.iteration})
         if reason:

@@ -30,10 +30,10 @@ EXIT_MARGIN_SECONDS = 5.0
 
 
 class HealthProbe:
-    """Poll a service's health in a thread and keep every answer: a status name or the error code."""
+    """Poll a service's health in a thread and record each result, a status name or an error code."""
 
     def __init__(self, address: str):
-        self.answers: list[str] = []
+        self.results: list[str] = []
         self._channel = grpc.insecure_channel(address)
         self._stub = health_pb2_grpc.HealthStub(self._channel)
         self._stop = threading.Event()
@@ -52,9 +52,9 @@ class HealthProbe:
         while not self._stop.is_set():
             try:
                 response = self._stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
-                self.answers.append(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+                self.results.append(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
             except grpc.RpcError as error:
-                self.answers.append(error.code().name)
+                self.results.append(error.code().name)
             self._stop.wait(0.05)
 
 
@@ -72,10 +72,10 @@ def terminate(stack, part: str) -> tuple[int, float]:
     return process.returncode, time.monotonic() - started
 
 
-def after_serving(answers: list[str]) -> list[str]:
-    """Return the answers after the last SERVING, that is, those given while stopping."""
-    last = max((i for i, answer in enumerate(answers) if answer == "SERVING"), default=-1)
-    return answers[last + 1:]
+def after_serving(results: list[str]) -> list[str]:
+    """Return the results after the last SERVING, that is, those recorded while stopping."""
+    last = max((i for i, result in enumerate(results) if result == "SERVING"), default=-1)
+    return results[last + 1:]
 
 
 def test_orchestrator_sigterm_resumes_experiment(stack, store):
@@ -89,7 +89,7 @@ def test_orchestrator_sigterm_resumes_experiment(stack, store):
             break
 
     with HealthProbe(stack.address("experiment")) as probe:
-        wait_for(lambda: probe.answers, 5, what="a first health answer")
+        wait_for(lambda: probe.results, 5, what="a first health check")
         code, seconds = terminate(stack, "experiment")
     # The watch stream is handed back: it ends with UNAVAILABLE and the client reconnects after the last event.
     with pytest.raises(grpc.RpcError) as ended_stream:
@@ -105,8 +105,8 @@ def test_orchestrator_sigterm_resumes_experiment(stack, store):
     assert code == 0
     assert seconds < GRACE_SECONDS + EXIT_MARGIN_SECONDS
     assert ended_stream.value.code() == grpc.StatusCode.UNAVAILABLE, ended_stream.value.details()
-    assert "SERVING" not in after_serving(probe.answers)
-    assert after_serving(probe.answers), "health was not checked during the stop"
+    assert "SERVING" not in after_serving(probe.results)
+    assert after_serving(probe.results), "health was not checked during the stop"
     assert ended.state == experiment_pb2.EXPERIMENT_STATE_SUCCEEDED, ended.error
     assert [it.state for it in iterations] == [experiment_pb2.ITERATION_STATE_SUCCEEDED] * 2, \
         [(it.index, it.error) for it in iterations]
@@ -143,7 +143,7 @@ def test_explainer_sigterm_during_explain(stack, store):
         time.sleep(3)
         assert caller.is_alive(), outcome
         with HealthProbe(stack.address("explainer")) as probe:
-            wait_for(lambda: probe.answers, 5, what="a first health answer")
+            wait_for(lambda: probe.results, 5, what="a first health check")
             code, seconds = terminate(stack, "explainer")
         caller.join(30)
     finally:
@@ -152,7 +152,7 @@ def test_explainer_sigterm_during_explain(stack, store):
     assert not caller.is_alive()
     assert code == 0
     assert seconds < GRACE_SECONDS + EXIT_MARGIN_SECONDS
-    assert "SERVING" not in after_serving(probe.answers)
+    assert "SERVING" not in after_serving(probe.results)
     if "error" in outcome:
         assert outcome["error"].code() == grpc.StatusCode.UNAVAILABLE, outcome["error"].details()
     else:
