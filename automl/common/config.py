@@ -78,10 +78,18 @@ class S3Settings:
     bucket: str
     secure: bool = False
     region: str = "us-east-1"
+    # Seconds a request keeps retrying connection errors and 5xx responses, counted from its first failure.
+    retry_seconds: float = 30.0
 
     @classmethod
     def from_env(cls) -> "S3Settings":
-        """Read `S3_ENDPOINT`, `S3_ACCESS_KEY`, `S3_SECRET_KEY`, `S3_BUCKET` and `S3_SECURE`."""
+        """Read `S3_ENDPOINT`, `S3_ACCESS_KEY`, `S3_SECRET_KEY`, `S3_BUCKET`, `S3_SECURE` and `AUTOML_S3_RETRY_SECONDS`.
+
+        Raises
+        ------
+        ValueError
+            When `AUTOML_S3_RETRY_SECONDS` is not a number of seconds of 0 or more.
+        """
         endpoint = os.environ.get("S3_ENDPOINT") or f"127.0.0.1:{port('s3')}"
         secure = os.environ.get("S3_SECURE", "false").lower() in ("1", "true", "yes")
         for scheme in ("http://", "https://"):
@@ -95,4 +103,16 @@ class S3Settings:
             bucket=os.environ.get("S3_BUCKET", "automl"),
             secure=secure,
             region=os.environ.get("S3_REGION", "us-east-1"),
+            retry_seconds=_retry_seconds(),
         )
+
+
+def _retry_seconds() -> float:
+    text = os.environ.get("AUTOML_S3_RETRY_SECONDS", "30")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # Also rejects NaN.
+        raise ValueError(f"AUTOML_S3_RETRY_SECONDS is '{text}'; set it to a number of seconds, 0 or more")
+    return seconds

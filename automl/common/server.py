@@ -2,13 +2,17 @@
 
 `ServiceServer` adds the servicers, grpc.health.v1 health checking, server
 reflection and a request-id interceptor, listens on a port and shuts down
-gracefully on SIGTERM or SIGINT: health turns NOT_SERVING, new calls are
-refused and running calls get `grace_seconds` to finish.
+gracefully on SIGTERM or SIGINT: health turns NOT_SERVING, `on_stopping`
+hooks hand long work back, new calls are rejected and running calls get
+`grace_seconds` to finish. A call still running after that has already been
+cancelled for its client, so `serve_forever` does not wait for its thread.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 import uuid
 from concurrent import futures
@@ -22,6 +26,8 @@ from grpc_reflection.v1alpha import reflection
 log = structlog.get_logger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
+# Time the call threads get to end after the grace period before the process exits without them.
+EXIT_SECONDS = 2.0
 
 
 class RequestIdInterceptor(grpc.ServerInterceptor):
@@ -84,8 +90,9 @@ class ServiceServer:
         self.name = name
         self.host = host
         self.grace_seconds = grace_seconds
+        self._executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name)
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name),
+            self._executor,
             interceptors=[RequestIdInterceptor()],
             options=[("grpc.so_reuseport", 0)],
         )
@@ -94,6 +101,7 @@ class ServiceServer:
         self._service_names: list[str] = [health.SERVICE_NAME, reflection.SERVICE_NAME]
         self._requested_port = port
         self.bound_port: int | None = None
+        self._on_stopping: list[Callable[[], None]] = []
         self._on_stop: list[Callable[[], None]] = []
         self._stopped = threading.Event()
 
@@ -101,6 +109,14 @@ class ServiceServer:
         """Register a servicer, e.g. `add_service(add_FooServicer_to_server, impl, "automl.v1.Foo")`."""
         add_to_server(servicer, self._server)
         self._service_names.append(full_name)
+
+    def on_stopping(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once health is NOT_SERVING, before running calls get their grace period.
+
+        Use it for work that will not end within the grace period, such as
+        streams and long iterations, to end that work now and return it to its clients.
+        """
+        self._on_stopping.append(callback)
 
     def on_stop(self, callback: Callable[[], None]) -> None:
         """Run `callback` after the server stops taking calls, before the process exits."""
@@ -124,13 +140,17 @@ class ServiceServer:
         self._stopped.set()
         log.info("server_stopping", server=self.name, grace_seconds=self.grace_seconds)
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._run_hooks(self._on_stopping)
         self._server.stop(self.grace_seconds).wait()
-        for callback in self._on_stop:
+        self._run_hooks(self._on_stop)
+        log.info("server_stopped", server=self.name)
+
+    def _run_hooks(self, callbacks: list[Callable[[], None]]) -> None:
+        for callback in callbacks:
             try:
                 callback()
             except Exception:
                 log.exception("stop_hook_failed", server=self.name)
-        log.info("server_stopped", server=self.name)
 
     def serve_forever(self, signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
         """Start, then block until one of `signals` arrives and stop gracefully."""
@@ -141,6 +161,20 @@ class ServiceServer:
             signal.signal(signum, lambda *_: stop_requested.set())
         stop_requested.wait()
         self.stop()
+        self._exit_without_abandoned_calls()
+
+    def _exit_without_abandoned_calls(self) -> None:
+        # The interpreter joins the executor's threads at exit, so one call that ignores its
+        # cancellation (a long SHAP computation) would keep the process alive after the grace period.
+        shutdown = threading.Thread(target=self._executor.shutdown, kwargs={"cancel_futures": True}, daemon=True)
+        shutdown.start()
+        shutdown.join(EXIT_SECONDS)
+        if shutdown.is_alive():
+            log.warning("server_exit_forced", server=self.name, reason="calls still running after the grace period",
+                        grace_seconds=self.grace_seconds)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
     def _set_health(self, status) -> None:
         for service in [""] + [s for s in self._service_names if s.startswith("automl.")]:

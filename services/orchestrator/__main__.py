@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     server = ServiceServer("orchestrator", args.port)
     server.add_service(experiment_pb2_grpc.add_ExperimentServiceServicer_to_server, ExperimentServicer(orchestrator),
                        "automl.v1.ExperimentService")
+    # Runners stop first, so that nothing the stop causes is recorded as an iteration's or experiment's end.
+    server.on_stopping(orchestrator.suspend)
     server.on_stop(orchestrator.shutdown)
     server.start()
     log.info("orchestrator_ready", database=args.database, compute=args.compute_address,

@@ -125,6 +125,9 @@ class NodeLeases:
                 if attempt > 1:
                     self.log.info("release_node_recovered", lease=lease.name, attempts=attempt)
                 return
+            except ValueError as error:  # The channel was closed because this service is stopping.
+                self.log.info("release_node_skipped", lease=lease.name, error=str(error))
+                return
             except grpc.RpcError as error:
                 code = error.code()
                 if code == grpc.StatusCode.NOT_FOUND:

@@ -34,6 +34,8 @@ from services.orchestrator.store import ExperimentStore
 log = structlog.get_logger(__name__)
 
 WATCH_POLL_SECONDS = 1.0
+# Time runner threads get to end on shutdown, once their outgoing calls are cancelled.
+RUNNER_JOIN_SECONDS = 2.0
 
 
 class Orchestrator:
@@ -61,6 +63,7 @@ class Orchestrator:
         self.object_store = object_store
         self._runners: dict[str, ExperimentRunner] = {}
         self._runners_lock = threading.Lock()
+        self._stopping = threading.Event()
 
     # Lifecycle
 
@@ -80,9 +83,30 @@ class Orchestrator:
                     if experiment.state == experiment_pb2.EXPERIMENT_STATE_CANCELING:
                         self._runners[experiment_id].cancel()
 
+    def suspend(self) -> None:
+        """Stop the runners without recording an end, and end watch streams with UNAVAILABLE.
+
+        Experiments and the iterations in flight stay as stored, so they resume
+        when the service starts again.
+        """
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        with self._runners_lock:
+            runners = list(self._runners.values())
+        for runner in runners:
+            runner.suspend()
+        log.info("experiments_suspended", runners=len(runners))
+
     def shutdown(self) -> None:
-        """Leave runners as they are: their experiments resume when the service starts again."""
+        """Suspend the runners, close the clients and give the runner threads a moment to end."""
+        self.suspend()
         self.clients.close()
+        with self._runners_lock:
+            runners = list(self._runners.values())
+        deadline = time.monotonic() + RUNNER_JOIN_SECONDS
+        for runner in runners:
+            runner.join(max(0.0, deadline - time.monotonic()))
 
     # Experiments
 
@@ -161,6 +185,9 @@ class Orchestrator:
         runner = ExperimentRunner(experiment_id, self.records, self.clients, self.object_store, proposer)
         with self._runners_lock:
             self._runners[experiment_id] = runner
+            # An experiment created during the stop waits, QUEUED, for the next start.
+            if self._stopping.is_set():
+                runner.suspend()
         runner.start()
 
     def get_experiment(self, experiment_id: str) -> experiment_pb2.Experiment:
@@ -224,6 +251,10 @@ class Orchestrator:
         self.records.experiment(experiment_id)
         next_index = start_index
         while is_active():
+            if self._stopping.is_set():
+                raise Unavailable(f"the ExperimentService is stopping; watch experiments/{experiment_id} again with "
+                                  f"start_index={next_index} once it serves", "SERVICE_STOPPING",
+                                  {"start_index": str(next_index)})
             experiment = self.store.get_experiment(experiment_id)
             events = self.store.list_events(experiment_id, next_index)
             for event in events:

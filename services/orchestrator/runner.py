@@ -20,6 +20,7 @@ import structlog
 from google.protobuf import duration_pb2, json_format
 
 from automl.common import catalog
+from automl.common.errors import from_rpc_error
 from automl.common.storage import ObjectStore, explanation_prefix, iteration_prefix
 from automl.v1 import compute_pb2, experiment_pb2, explainer_pb2, pipeline_pb2, trainer_pb2
 from services.orchestrator import budget, ensembles
@@ -66,6 +67,10 @@ def _reached(metric: str, score: float, target: float) -> bool:
     return score >= target if catalog.higher_is_better(metric) else score <= target
 
 
+class Suspended(Exception):
+    """The service is stopping: the runner ends and leaves the experiment as stored, to resume later."""
+
+
 class ExperimentRunner:
     """Runs one experiment's iterations on its compute target in a background thread."""
 
@@ -82,6 +87,7 @@ class ExperimentRunner:
         # Rows of the data set, read from the first succeeded iteration's metrics document.
         self._rows: int | None = None
         self._cancel = threading.Event()
+        self._suspended = threading.Event()
         self._canceled_iterations: set[int] = set()
         self._running: dict[int, str] = {}  # iteration index -> trainer address
         self._retries: collections.deque[int] = collections.deque()
@@ -108,6 +114,10 @@ class ExperimentRunner:
         for index in running:
             self.cancel_iteration(index)
 
+    def suspend(self) -> None:
+        """Stop starting iterations and record nothing more that the stop causes; see `Suspended`."""
+        self._suspended.set()
+
     def cancel_iteration(self, index: int) -> bool:
         """Ask the node running iteration `index` to stop it; False when it is not running here."""
         with self._lock:
@@ -127,6 +137,11 @@ class ExperimentRunner:
     def _main(self) -> None:
         try:
             self._run()
+        except Suspended:
+            self.log.info("experiment_suspended")
+            pool = getattr(self, "_pool", None)
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
         except TargetUnusable as error:
             self.log.warning("experiment_stopped", reason=str(error))
             self._wait_running()
@@ -150,6 +165,7 @@ class ExperimentRunner:
         in_flight: set[futures.Future] = set()
 
         while True:
+            self._raise_if_suspended()
             in_flight = {future for future in in_flight if not future.done()}
             experiment = self.records.experiment(self.experiment_id)
             stop_reason = self._stop_reason(experiment)
@@ -195,6 +211,7 @@ class ExperimentRunner:
         # NOTE: a node lost during these runs fails the ensemble; it is not retried like searched iterations.
         running: list[futures.Future] = []
         while not self._cancel.is_set():
+            self._raise_if_suspended()
             experiment = self.records.experiment(self.experiment_id)
             if sum(not future.done() for future in running) >= experiment.max_concurrent_iterations:
                 futures.wait(running, timeout=1, return_when=futures.FIRST_COMPLETED)
@@ -217,6 +234,10 @@ class ExperimentRunner:
             running.append(self._pool.submit(self._run_iteration, experiment, iteration, lease))
         for future in running:
             future.result()
+
+    def _raise_if_suspended(self) -> None:
+        if self._suspended.is_set():
+            raise Suspended()
 
     def _stop_reason(self, experiment) -> str:
         if self._cancel.is_set():
@@ -330,6 +351,11 @@ class ExperimentRunner:
                                                                             timeout=timeout + RPC_MARGIN_SECONDS)
                 self._record_success(experiment, iteration, response)
             except grpc.RpcError as error:
+                if self._suspended.is_set():
+                    # The call failed because this service is stopping: the iteration stays RUNNING in the
+                    # store and runs again when the experiment resumes.
+                    self.log.info("iteration_left_to_resume", iteration=index, error=error.details())
+                    return
                 retry = self._record_failure(iteration, error)
             finally:
                 iteration.duration.CopyFrom(_duration(time.monotonic() - started))
@@ -375,8 +401,10 @@ class ExperimentRunner:
         code = error.code()
         with self._lock:
             canceled = iteration.index in self._canceled_iterations
-        if code == grpc.StatusCode.UNAVAILABLE and not canceled and not self._cancel.is_set() \
-                and iteration.attempts < MAX_ATTEMPTS:
+        # A trainer that reports STORAGE_UNAVAILABLE has retried the object store for its whole retry window,
+        # and another node would reach the same store, so only a lost node makes the iteration run again.
+        node_lost = code == grpc.StatusCode.UNAVAILABLE and from_rpc_error(error).reason != "STORAGE_UNAVAILABLE"
+        if node_lost and not canceled and not self._cancel.is_set() and iteration.attempts < MAX_ATTEMPTS:
             self.log.warning("iteration_retrying", iteration=iteration.index, attempt=iteration.attempts,
                              error=error.details())
             iteration.state = experiment_pb2.ITERATION_STATE_QUEUED
@@ -398,6 +426,7 @@ class ExperimentRunner:
             pool.shutdown(wait=True)
 
     def _finish(self) -> None:
+        self._raise_if_suspended()
         experiment = self.records.experiment(self.experiment_id)
         if self._cancel.is_set():
             self.records.set_state(self.experiment_id, experiment_pb2.EXPERIMENT_STATE_CANCELED)
@@ -433,6 +462,7 @@ class ExperimentRunner:
             try:
                 explanation = self.clients.explainer.ExplainModel(request, timeout=EXPLAIN_TIMEOUT_SECONDS)
             except grpc.RpcError as error:
+                self._raise_if_suspended()
                 error_text = f"{error.code().name}: {error.details()}"
                 self.log.warning("explanation_failed", attempt=attempt, error=error_text)
                 if error.code() != grpc.StatusCode.UNAVAILABLE:

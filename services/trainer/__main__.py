@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     server = ServiceServer("trainer", args.port, host=args.host)
     server.add_service(trainer_pb2_grpc.add_TrainerServiceServicer_to_server, TrainerServicer(runner),
                        "automl.v1.TrainerService")
-    server.on_stop(runner.shutdown)
+    # Iterations outlast the grace period, so they are stopped at once and handed back to run on another node.
+    server.on_stopping(runner.shutdown)
     server.start()
     log.info("trainer_ready", cores=args.cores, memory_mb=args.memory_mb, cache_dir=str(cache_dir))
 

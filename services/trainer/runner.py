@@ -207,7 +207,7 @@ class IterationRunner:
         log.info("iteration_cancel_requested", iteration=iteration)
 
     def shutdown(self) -> None:
-        """Kill every running worker; used when the server stops."""
+        """Kill every running worker; their iterations fail with UNAVAILABLE (reason NODE_SHUTTING_DOWN)."""
         with self._lock:
             runs = list(self._runs.values())
         for run in runs:
@@ -248,6 +248,9 @@ class IterationRunner:
     def _download(self, spec: IterationSpec, deadline: float, run: _Run) -> Path:
         try:
             path = self.cache.local_path(spec.dataset_uri)
+        except Unavailable as error:
+            raise Unavailable(f"data set {spec.dataset_uri} could not be downloaded: {error.message}",
+                              "STORAGE_UNAVAILABLE", {"uri": spec.dataset_uri}) from error
         except (S3Error, urllib3.exceptions.HTTPError, OSError) as error:
             raise Unavailable(f"data set {spec.dataset_uri} could not be downloaded from object storage at "
                               f"{self.s3.endpoint}: {error}; retry when the store is reachable",
@@ -331,6 +334,10 @@ class IterationRunner:
                 "with more memory, fewer rows or a lighter pipeline", "ITERATION_MEMORY_LIMIT",
                 {"iteration": spec.iteration, "memory_limit_mib": str(self.node.memory_mb),
                  "memory_used_mib": f"{run.memory_used_mib:.0f}"})
+        if reason == "shutdown":
+            # UNAVAILABLE, as for a lost node, makes the orchestrator run the iteration again on another node.
+            raise Unavailable(f"node {self.node.name} is shutting down and stopped iteration {spec.iteration}; "
+                              "run it again on another node", "NODE_SHUTTING_DOWN", {"iteration": spec.iteration})
         if reason:
             raise Cancelled(f"iteration {spec.iteration} was cancelled ({reason.replace('_', ' ')})",
                             "ITERATION_CANCELLED", {"iteration": spec.iteration})

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import urllib3
+import structlog
 from lightgbm.basic import LightGBMError
 from minio.error import S3Error
 from threadpoolctl import threadpool_limits
@@ -30,6 +30,7 @@ from automl.common.data_checks import CheckedData, check_table
 from automl.common.datasets import Table, read_table
 from automl.common.errors import (FailedPrecondition, InvalidArgument, ResourceExhausted, ServiceError,
                                   Unavailable, invalid_field)
+from automl.common.logging import configure_logging
 from automl.common.models import StoredModel, dumps_model
 from services.trainer import metrics as metric_functions
 from services.trainer.ensembles import train_ensemble
@@ -103,6 +104,10 @@ def run_worker(job: WorkerJob, sender) -> None:
         os.setpgid(0, 0)
     except OSError:
         pass
+    # The forkserver never configured logging, so without this the worker's events (object store retries)
+    # would reach the node log in structlog's console format instead of JSON lines.
+    configure_logging("trainer")
+    structlog.contextvars.bind_contextvars(node=job.node, iteration=job.spec.iteration)
     if job.server_pid:
         threading.Thread(target=_exit_without_server, args=(job.server_pid,), name="server-watch",
                          daemon=True).start()
@@ -122,10 +127,12 @@ def run_worker(job: WorkerJob, sender) -> None:
             raise Unavailable(f"iteration {job.spec.iteration} could not store its results under "
                               f"{job.spec.output_uri}: {error}; retry when object storage is reachable",
                               "STORAGE_UNAVAILABLE", {"iteration": job.spec.iteration}) from error
-        except urllib3.exceptions.HTTPError as error:
-            raise Unavailable(f"iteration {job.spec.iteration} could not store its results under "
-                              f"{job.spec.output_uri}: {error}; retry when object storage is reachable",
-                              "STORAGE_UNAVAILABLE", {"iteration": job.spec.iteration}) from error
+        except Unavailable as error:
+            # The object store has already retried for its whole window (S3Settings.retry_seconds).
+            if error.reason != "STORAGE_UNAVAILABLE":
+                raise
+            raise Unavailable(f"iteration {job.spec.iteration} failed: {error.message}", "STORAGE_UNAVAILABLE",
+                              {"iteration": job.spec.iteration, **error.metadata}) from error
         sender.send({"status": "ok", "result": result})
     except ServiceError as error:
         log.write(f"iteration failed: {error.message}")

@@ -13,7 +13,7 @@ import pandas as pd
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from automl.v1 import compute_pb2, compute_pb2_grpc, experiment_pb2, experiment_pb2_grpc
+from automl.v1 import compute_pb2, compute_pb2_grpc, experiment_pb2, experiment_pb2_grpc, pipeline_pb2
 
 TERMINAL = {
     experiment_pb2.EXPERIMENT_STATE_SUCCEEDED,
@@ -66,6 +66,18 @@ def slow_frame(rows: int = 6000, features: int = 40) -> pd.DataFrame:
     frame = pd.DataFrame(features_array, columns=[f"f{i}" for i in range(features)])
     frame["label"] = labels
     return frame
+
+
+def create_slow_experiment(stub, store, target: str, experiment_id: str) -> str:
+    """Create an experiment of two GradientBoosting iterations, one at a time, slow enough to interrupt."""
+    uri = upload_frame(store, f"datasets/{experiment_id}.csv", slow_frame())
+    experiment = experiment_pb2.Experiment(
+        dataset=pipeline_pb2.Dataset(uri=uri, label_column="label"), compute_target=target,
+        task=pipeline_pb2.TASK_CLASSIFICATION, primary_metric="AUC_weighted", seed=1, iterations=2,
+        max_concurrent_iterations=1, validation=pipeline_pb2.Validation(n_cross_validations=3),
+        allowed_models=["GradientBoosting"], enable_voting_ensemble=False, enable_stack_ensemble=False)
+    stub.CreateExperiment(experiment_pb2.CreateExperimentRequest(experiment_id=experiment_id, experiment=experiment))
+    return f"experiments/{experiment_id}"
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
@@ -160,4 +172,24 @@ def node_pids_under(root: Path) -> dict[str, int]:
             cache_dir = str(Path(arguments[arguments.index(b"--cache-dir") + 1].decode()).resolve())
             if cache_dir.startswith(prefix) and alive(int(entry.name)):
                 found[arguments[arguments.index(b"--node-name") + 1].decode()] = int(entry.name)
+    return found
+
+
+def descendants(pid: int) -> set[int]:
+    """Return the pids of every living process below `pid` in the process tree (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(") ", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # The process ended while being read.
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    found, pending = set(), [pid]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            if child not in found and alive(child):
+                found.add(child)
+                pending.append(child)
     return found

@@ -8,25 +8,13 @@ import grpc
 import pytest
 
 from automl.v1 import experiment_pb2, pipeline_pb2
-from tests.integration.helpers import (alive, ensure_target, experiment_stub, iris_frame, node_pids, slow_frame,
-                                       upload_frame, wait_for, wait_terminal, worker_pids)
+from tests.integration.helpers import (alive, create_slow_experiment, ensure_target, experiment_stub, iris_frame,
+                                       node_pids, upload_frame, wait_for, wait_terminal, worker_pids)
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds node processes through /proc"),
 ]
-
-
-def create_slow_experiment(stub, store, target: str, experiment_id: str) -> str:
-    """Create an experiment of two GradientBoosting iterations, one at a time, slow enough to interrupt."""
-    uri = upload_frame(store, f"datasets/{experiment_id}.csv", slow_frame())
-    experiment = experiment_pb2.Experiment(
-        dataset=pipeline_pb2.Dataset(uri=uri, label_column="label"), compute_target=target,
-        task=pipeline_pb2.TASK_CLASSIFICATION, primary_metric="AUC_weighted", seed=1, iterations=2,
-        max_concurrent_iterations=1, validation=pipeline_pb2.Validation(n_cross_validations=3),
-        allowed_models=["GradientBoosting"], enable_voting_ensemble=False, enable_stack_ensemble=False)
-    stub.CreateExperiment(experiment_pb2.CreateExperimentRequest(experiment_id=experiment_id, experiment=experiment))
-    return f"experiments/{experiment_id}"
 
 
 def test_killed_trainer_iteration_retried(stack, store):
