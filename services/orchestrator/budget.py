@@ -43,6 +43,11 @@ def ensemble_reserve_seconds(experiment, ensembles: int) -> float:
     return min(reserve, total / 2)
 
 
+def exit_score_reached(metric: str, score: float, target: float) -> bool:
+    """Return whether `score` reaches the exit score `target` in the direction of `metric`."""
+    return score >= target if catalog.higher_is_better(metric) else score <= target
+
+
 def iteration_timeout_seconds(experiment, remaining: float | None,
                               margin: float = OVERRUN_MARGIN_SECONDS) -> float:
     """Return the trainer timeout of a new iteration: its own timeout, cut to the experiment's time left.

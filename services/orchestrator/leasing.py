@@ -14,10 +14,10 @@ import time
 
 import grpc
 import structlog
-from google.protobuf import duration_pb2
 
 from automl.v1 import compute_pb2
 from services.orchestrator.clients import Clients
+from services.orchestrator.records import duration
 
 ACQUIRE_WAIT_SECONDS = 5
 RETRY_INITIAL_SECONDS = 0.5
@@ -29,12 +29,6 @@ UNAVAILABLE_LIMIT_SECONDS = 300.0
 
 class TargetUnusable(Exception):
     """The compute target is gone or cannot lend nodes."""
-
-
-def _duration(seconds: float) -> duration_pb2.Duration:
-    value = duration_pb2.Duration()
-    value.FromNanoseconds(int(seconds * 1e9))
-    return value
 
 
 class NodeLeases:
@@ -72,7 +66,7 @@ class NodeLeases:
             compute service stayed unavailable for `UNAVAILABLE_LIMIT_SECONDS`.
         """
         request = compute_pb2.AcquireNodeRequest(compute_target=compute_target, holder=self.holder,
-                                                 wait_timeout=_duration(ACQUIRE_WAIT_SECONDS))
+                                                 wait_timeout=duration(ACQUIRE_WAIT_SECONDS))
         try:
             lease = self.clients.compute.AcquireNode(request, timeout=ACQUIRE_WAIT_SECONDS + 10)
         except grpc.RpcError as error:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from automl.common import catalog
 from automl.common.errors import NotFound
@@ -47,6 +47,13 @@ def now() -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.GetCurrentTime()
     return stamp
+
+
+def duration(seconds: float) -> duration_pb2.Duration:
+    """Return `seconds` as a Duration message."""
+    value = duration_pb2.Duration()
+    value.FromNanoseconds(int(seconds * 1e9))
+    return value
 
 
 def iteration_state_name(state: int) -> str:

@@ -17,17 +17,17 @@ from concurrent import futures
 
 import grpc
 import structlog
-from google.protobuf import duration_pb2, json_format
 
-from automl.common import catalog
 from automl.common.errors import from_rpc_error
-from automl.common.storage import ObjectStore, explanation_prefix, iteration_prefix
-from automl.v1 import compute_pb2, experiment_pb2, explainer_pb2, pipeline_pb2, trainer_pb2
+from automl.common.storage import ObjectStore, iteration_prefix
+from automl.v1 import compute_pb2, experiment_pb2, trainer_pb2
 from services.orchestrator import budget, ensembles
 from services.orchestrator.clients import Clients
+from services.orchestrator.conversions import copy_data_report, pipeline_of, trial_of
+from services.orchestrator.explaining import explain_best
 from services.orchestrator.leasing import NodeLeases, TargetUnusable
-from services.orchestrator.records import ENDED_ITERATION_STATES, Records, now
-from services.orchestrator.search import Proposal, Proposer, SearchContext, Trial
+from services.orchestrator.records import ENDED_ITERATION_STATES, Records, duration, now
+from services.orchestrator.search import Proposer, SearchContext
 
 log = structlog.get_logger(__name__)
 
@@ -39,32 +39,11 @@ MAX_ATTEMPTS = 3
 # Pause before an iteration that lost its node runs again, doubled per attempt. A node killed a moment ago
 # can still look alive to the compute service, which would lease it again.
 RETRY_BACKOFF_SECONDS = 1.0
-EXPLAIN_ATTEMPTS = 3
-EXPLAIN_TIMEOUT_SECONDS = 1800
 
 STATE_BY_CODE = {
     grpc.StatusCode.CANCELLED: experiment_pb2.ITERATION_STATE_CANCELED,
     grpc.StatusCode.DEADLINE_EXCEEDED: experiment_pb2.ITERATION_STATE_TIMED_OUT,
 }
-
-
-def _copy_data_report(experiment, response) -> None:
-    # Every iteration of an experiment sees the same data, so the first report is kept.
-    if experiment.guardrails:
-        return
-    experiment.guardrails.extend(response.guardrails)
-    if response.HasField("featurization"):
-        experiment.featurization.CopyFrom(response.featurization)
-
-
-def _duration(seconds: float) -> duration_pb2.Duration:
-    value = duration_pb2.Duration()
-    value.FromNanoseconds(int(seconds * 1e9))
-    return value
-
-
-def _reached(metric: str, score: float, target: float) -> bool:
-    return score >= target if catalog.higher_is_better(metric) else score <= target
 
 
 class Suspended(Exception):
@@ -249,7 +228,7 @@ class ExperimentRunner:
                 experiment.primary_metric, self._ended_iterations()):
             return "early stopping: the best score stopped improving"
         if experiment.HasField("experiment_exit_score") and experiment.best_iteration >= 0 and \
-                _reached(experiment.primary_metric, experiment.best_score, experiment.experiment_exit_score):
+                budget.exit_score_reached(experiment.primary_metric, experiment.best_score, experiment.experiment_exit_score):
             return "exit score reached"
         return ""
 
@@ -271,9 +250,9 @@ class ExperimentRunner:
             pipeline = ensembles.next_ensemble(self.records.experiment(self.experiment_id), index, iterations)
             subsample = 1.0
             if pipeline is None:
-                history = [self._trial(it) for it in iterations if not ensembles.is_ensemble(it)]
+                history = [trial_of(it) for it in iterations if not ensembles.is_ensemble(it)]
                 proposal = self.proposer.propose(index, history, self._search_context(experiment))
-                pipeline, subsample = self._pipeline(proposal), proposal.subsample
+                pipeline, subsample = pipeline_of(proposal), proposal.subsample
             if pipeline is not ensembles.WAIT:
                 iteration = experiment_pb2.Iteration(
                     name=f"{self.name}/iterations/{index}", index=index,
@@ -284,22 +263,6 @@ class ExperimentRunner:
         # An ensemble slot waits until the searched iterations still running have ended.
         time.sleep(0.5)
         return None
-
-    @staticmethod
-    def _pipeline(proposal: Proposal) -> pipeline_pb2.Pipeline:
-        pipeline = pipeline_pb2.Pipeline(scaler=proposal.scaler, estimator=proposal.estimator,
-                                         description=proposal.description)
-        pipeline.hyperparameters.update(proposal.hyperparameters)
-        return pipeline
-
-    @staticmethod
-    def _trial(iteration) -> Trial:
-        pipeline = iteration.pipeline
-        proposal = Proposal(pipeline.scaler, pipeline.estimator, json_format.MessageToDict(pipeline.hyperparameters),
-                            iteration.subsample or 1.0)
-        succeeded = iteration.state == experiment_pb2.ITERATION_STATE_SUCCEEDED
-        return Trial(proposal, iteration.score if succeeded else None, iteration.duration.ToNanoseconds() / 1e9,
-                     iteration.state in ENDED_ITERATION_STATES)
 
     def _search_context(self, experiment) -> SearchContext:
         return SearchContext(self._remaining(experiment), self._rows)
@@ -340,7 +303,7 @@ class ExperimentRunner:
         request = trainer_pb2.RunIterationRequest(
             iteration=iteration.name, dataset=experiment.dataset, task=experiment.task, pipeline=iteration.pipeline,
             validation=experiment.validation, output_uri=self.object_store.uri(iteration_prefix(self.experiment_id, index)),
-            timeout=_duration(timeout), seed=experiment.seed,
+            timeout=duration(timeout), seed=experiment.seed,
             preprocess=experiment.preprocess, subsample=iteration.subsample,
         )
         started = time.monotonic()
@@ -358,7 +321,7 @@ class ExperimentRunner:
                     return
                 retry = self._record_failure(iteration, error)
             finally:
-                iteration.duration.CopyFrom(_duration(time.monotonic() - started))
+                iteration.duration.CopyFrom(duration(time.monotonic() - started))
                 with self._lock:
                     self._running.pop(index, None)
             if not retry:
@@ -386,7 +349,7 @@ class ExperimentRunner:
         if self._rows is None:
             self._rows = self._read_rows(response.metrics_uri)
         if response.guardrails and not self.records.experiment(self.experiment_id).guardrails:
-            self.records.update_experiment(self.experiment_id, lambda stored: _copy_data_report(stored, response))
+            self.records.update_experiment(self.experiment_id, lambda stored: copy_data_report(stored, response))
 
     def _read_rows(self, metrics_uri: str) -> int | None:
         """Return the data set's row count from an iteration's metrics document, None when unreadable."""
@@ -438,39 +401,6 @@ class ExperimentRunner:
                                    "see the iterations' errors and logs")
             return
         if experiment.model_explainability:
-            self._explain(experiment)
+            explain_best(self.records, self.clients.explainer, self.object_store, self.experiment_id,
+                         self._raise_if_suspended)
         self.records.set_state(self.experiment_id, experiment_pb2.EXPERIMENT_STATE_SUCCEEDED)
-
-    def _explain(self, experiment) -> None:
-        best = self.records.store.get_iteration(self.experiment_id, experiment.best_iteration)
-
-        def explanation_state(state, error=""):
-            def change(record):
-                record.explanation_state = state
-                record.explanation_error = error
-            self.records.update_experiment(self.experiment_id, change,
-                                           experiment_pb2.EVENT_TYPE_EXPLANATION_STATE_CHANGED, error)
-
-        self.records.set_state(self.experiment_id, experiment_pb2.EXPERIMENT_STATE_EXPLAINING)
-        explanation_state(experiment_pb2.EXPLANATION_STATE_RUNNING)
-        request = explainer_pb2.ExplainModelRequest(
-            model_uri=best.model_uri, dataset=experiment.dataset, task=experiment.task,
-            output_uri=self.object_store.uri(explanation_prefix(self.experiment_id)), seed=experiment.seed,
-        )
-        error_text = ""
-        for attempt in range(1, EXPLAIN_ATTEMPTS + 1):
-            try:
-                explanation = self.clients.explainer.ExplainModel(request, timeout=EXPLAIN_TIMEOUT_SECONDS)
-            except grpc.RpcError as error:
-                self._raise_if_suspended()
-                error_text = f"{error.code().name}: {error.details()}"
-                self.log.warning("explanation_failed", attempt=attempt, error=error_text)
-                if error.code() != grpc.StatusCode.UNAVAILABLE:
-                    break
-                time.sleep(2 * attempt)
-                continue
-            self.records.store.put_explanation(self.experiment_id, explanation)
-            explanation_state(experiment_pb2.EXPLANATION_STATE_SUCCEEDED)
-            self.log.info("explanation_stored", iteration=best.index, explainer=explanation.explainer)
-            return
-        explanation_state(experiment_pb2.EXPLANATION_STATE_FAILED, error_text)
