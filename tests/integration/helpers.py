@@ -68,14 +68,19 @@ def slow_frame(rows: int = 6000, features: int = 40) -> pd.DataFrame:
     return frame
 
 
-def create_slow_experiment(stub, store, target: str, experiment_id: str) -> str:
-    """Create an experiment of two GradientBoosting iterations, one at a time, slow enough to interrupt."""
+def create_slow_experiment(stub, store, target: str, experiment_id: str, **fields) -> str:
+    """Create an experiment of two GradientBoosting iterations, one at a time, slow enough to interrupt.
+
+    `fields` override those of the Experiment message.
+    """
     uri = upload_frame(store, f"datasets/{experiment_id}.csv", slow_frame())
-    experiment = experiment_pb2.Experiment(
+    settings = dict(
         dataset=pipeline_pb2.Dataset(uri=uri, label_column="label"), compute_target=target,
         task=pipeline_pb2.TASK_CLASSIFICATION, primary_metric="AUC_weighted", seed=1, iterations=2,
         max_concurrent_iterations=1, validation=pipeline_pb2.Validation(n_cross_validations=3),
         allowed_models=["GradientBoosting"], enable_voting_ensemble=False, enable_stack_ensemble=False)
+    settings.update(fields)
+    experiment = experiment_pb2.Experiment(**settings)
     stub.CreateExperiment(experiment_pb2.CreateExperimentRequest(experiment_id=experiment_id, experiment=experiment))
     return f"experiments/{experiment_id}"
 
@@ -127,20 +132,30 @@ def worker_pids() -> set[int]:
     return pids
 
 
-def node_pids(prefix: str) -> dict[str, int]:
-    """Return {node name: pid} of the trainer processes whose node name starts with `prefix`."""
-    found = {}
+def _trainer_processes():
+    """Yield (pid, command-line arguments) of every trainer node process."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             arguments = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
+        except OSError:  # The process ended while being read.
             continue
         if b"services.trainer" in arguments and b"--node-name" in arguments:
-            name = arguments[arguments.index(b"--node-name") + 1].decode()
-            if name.startswith(prefix):
-                found[name] = int(entry.name)
+            yield int(entry.name), arguments
+
+
+def _argument(arguments: list[bytes], flag: bytes) -> str:
+    return arguments[arguments.index(flag) + 1].decode()
+
+
+def node_pids(prefix: str) -> dict[str, int]:
+    """Return {node name: pid} of the trainer processes whose node name starts with `prefix`."""
+    found = {}
+    for pid, arguments in _trainer_processes():
+        name = _argument(arguments, b"--node-name")
+        if name.startswith(prefix):
+            found[name] = pid
     return found
 
 
@@ -161,17 +176,12 @@ def node_pids_under(root: Path) -> dict[str, int]:
     """
     found = {}
     prefix = str(Path(root).resolve()) + os.sep
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for pid, arguments in _trainer_processes():
+        if b"--cache-dir" not in arguments:
             continue
-        try:
-            arguments = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"services.trainer" in arguments and b"--cache-dir" in arguments and b"--node-name" in arguments:
-            cache_dir = str(Path(arguments[arguments.index(b"--cache-dir") + 1].decode()).resolve())
-            if cache_dir.startswith(prefix) and alive(int(entry.name)):
-                found[arguments[arguments.index(b"--node-name") + 1].decode()] = int(entry.name)
+        cache_dir = str(Path(_argument(arguments, b"--cache-dir")).resolve())
+        if cache_dir.startswith(prefix) and alive(pid):
+            found[_argument(arguments, b"--node-name")] = pid
     return found
 
 
@@ -193,3 +203,16 @@ def descendants(pid: int) -> set[int]:
                 found.add(child)
                 pending.append(child)
     return found
+
+
+def resume_watch(stack, name: str, seen: list) -> tuple[list, experiment_pb2.Experiment, list]:
+    """Watch experiment `name` again after the last of the `seen` events, to its end.
+
+    Returns the new events, the ended experiment and its iterations.
+    """
+    stub = experiment_stub(stack)
+    resumed = [response.event for response in stub.WatchExperiment(experiment_pb2.WatchExperimentRequest(
+        name=name, start_index=seen[-1].index + 1), timeout=240)]
+    ended = stub.GetExperiment(experiment_pb2.GetExperimentRequest(name=name))
+    iterations = list(stub.ListIterations(experiment_pb2.ListIterationsRequest(parent=name)).iterations)
+    return resumed, ended, iterations

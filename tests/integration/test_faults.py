@@ -9,7 +9,7 @@ import pytest
 
 from automl.v1 import experiment_pb2, pipeline_pb2
 from tests.integration.helpers import (alive, create_slow_experiment, ensure_target, experiment_stub, iris_frame,
-                                       node_pids, upload_frame, wait_for, wait_terminal, worker_pids)
+                                       node_pids, resume_watch, upload_frame, wait_for, wait_terminal, worker_pids)
 
 pytestmark = [
     pytest.mark.integration,
@@ -65,13 +65,9 @@ def test_orchestrator_killed_and_restarted_resumes(stack, store):
 
     stack.stop_part("experiment", signal.SIGKILL)
     stack.start_part("experiment")
-    stub = experiment_stub(stack)
 
     # The watcher reconnects after the last event it received and receives the rest of the experiment.
-    resumed = [response.event for response in stub.WatchExperiment(experiment_pb2.WatchExperimentRequest(
-        name=name, start_index=seen[-1].index + 1), timeout=240)]
-    ended = stub.GetExperiment(experiment_pb2.GetExperimentRequest(name=name))
-    iterations = stub.ListIterations(experiment_pb2.ListIterationsRequest(parent=name)).iterations
+    resumed, ended, iterations = resume_watch(stack, name, seen)
 
     assert ended.state == experiment_pb2.EXPERIMENT_STATE_SUCCEEDED, ended.error
     assert [it.index for it in iterations] == [0, 1]

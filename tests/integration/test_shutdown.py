@@ -17,7 +17,7 @@ from automl.common.models import StoredModel, dumps_model
 from automl.common.server import ServiceServer
 from automl.v1 import experiment_pb2, explainer_pb2, explainer_pb2_grpc, pipeline_pb2
 from tests.integration.helpers import (alive, create_slow_experiment, descendants, ensure_target, experiment_stub,
-                                       node_pids, slow_frame, upload_frame, wait_for, wait_terminal)
+                                       node_pids, resume_watch, slow_frame, upload_frame, wait_for, wait_terminal)
 
 pytestmark = [
     pytest.mark.integration,
@@ -96,11 +96,7 @@ def test_orchestrator_sigterm_resumes_experiment(stack, store):
         for response in watcher:
             seen.append(response.event)
     stack.start_part("experiment")
-    stub = experiment_stub(stack)
-    resumed = [response.event for response in stub.WatchExperiment(experiment_pb2.WatchExperimentRequest(
-        name=name, start_index=seen[-1].index + 1), timeout=240)]
-    ended = stub.GetExperiment(experiment_pb2.GetExperimentRequest(name=name))
-    iterations = stub.ListIterations(experiment_pb2.ListIterationsRequest(parent=name)).iterations
+    resumed, ended, iterations = resume_watch(stack, name, seen)
 
     assert code == 0
     assert seconds < GRACE_SECONDS + EXIT_MARGIN_SECONDS
