@@ -82,11 +82,13 @@ def test_short_outage_experiment_succeeds(proxied_stack, proxy, store):
              120, what="a first succeeded iteration")
 
     # Two outages shorter than the retry window, while iterations start, store results and build ensembles.
+    # They are a whole window apart, because a request that fails in the first outage counts its window from
+    # then, and retries that reach into the second outage would exhaust it.
     for _ in range(2):
         proxy.down()
         time.sleep(RETRY_SECONDS / 2)
         proxy.up()
-        time.sleep(1.0)
+        time.sleep(RETRY_SECONDS)
     ended = wait_terminal(stub, name, timeout=180)
     iterations = iterations_of(stub, name)
 
