@@ -101,8 +101,8 @@ def render(results, budget: float, command: str, run: str) -> str:
         SECTION,
         "",
         f"Command: `{command}` ({os.cpu_count()} cores, Python {platform.python_version()}, {run}). "
-        "Each data set is split 75/25 (stratified for classification, random_state 0), and "
-        f"ours and FLAML get a {budget:g} s budget on the 75% and every score is on the held-out 25%: ROC AUC for "
+        "Each data set is split 75/25 (stratified for classification, random_state 0). "
+        f"Ours and FLAML get a {budget:g} s budget on the 75%, and every score is on the held-out 25%: ROC AUC for "
         "binary, one-vs-rest AUC weighted by class frequency for multiclass, r2 for regression. Floor: default "
         "HistGradientBoosting with ordinal-encoded text columns. Seconds are wall time, ours from CreateExperiment "
         "to the experiment's end. Other work on the machine during the run slows both sides.",

@@ -35,7 +35,7 @@ ADDRESS_VARIABLES = {
 
 
 # Largest data set object CreateExperiment accepts, in MB (2**20 bytes). The ExperimentService reads the
-# whole data set to check it, and every trainer node holds it in memory as a DataFrame, which takes
+# whole data set to check it, and every trainer node keeps it in memory as a DataFrame, which takes
 # several times the file's size.
 DEFAULT_MAX_DATASET_MB = 1024.0
 

@@ -134,5 +134,5 @@ class NodeLeases:
                                  attempt=attempt, retry_in_seconds=pause if retry else None)
                 if not retry:
                     return
-                # Not cut short by a cancel: a lease left behind would keep its node busy.
+                # A cancel does not cut this pause short, because a lease left behind would keep its node busy.
                 time.sleep(pause)

@@ -331,7 +331,7 @@ class ExperimentRunner:
                               state=experiment_pb2.IterationState.Name(iteration.state), metric=iteration.score,
                               duration_s=round(iteration.duration.ToNanoseconds() / 1e9, 2))
         finally:
-            # After the result is stored, because ReleaseNode waits while the compute service is down.
+            # Released after the result is stored, because ReleaseNode waits while the compute service is down.
             self._release(lease)
         if retry:
             self._cancel.wait(RETRY_BACKOFF_SECONDS * 2 ** (iteration.attempts - 1))

@@ -1,4 +1,4 @@
-"""Bad data sets and configurations through the real stack, each answered clearly at CreateExperiment.
+"""Bad data sets and configurations sent to the real stack, each rejected or handled at CreateExperiment.
 
 A bad experiment must fail at CreateExperiment with INVALID_ARGUMENT (and a
 field violation naming the field, the value and the fix), NOT_FOUND or

@@ -27,6 +27,16 @@ pytestmark = [
 READY_TIMEOUT = duration_pb2.Duration(seconds=40)
 
 
+def start_target(stack: Stack, target_id: str, ready_nodes: int, **settings) -> None:
+    """Start the stack's compute service, create a target with `settings` and wait for `ready_nodes` nodes."""
+    stack.start(("compute",))
+    compute = compute_stub(stack)
+    compute.CreateComputeTarget(compute_pb2.CreateComputeTargetRequest(
+        compute_target_id=target_id, compute_target=compute_pb2.ComputeTarget(vm_size="STANDARD_D1_V2", **settings)))
+    compute.WaitComputeTarget(compute_pb2.WaitComputeTargetRequest(
+        name=f"computeTargets/{target_id}", min_node_count=ready_nodes, timeout=READY_TIMEOUT))
+
+
 @pytest.fixture
 def own_stack(tmp_path, s3_stack):
     """A stack of its own on the session's S3 server; the test starts the parts it needs."""
@@ -105,13 +115,7 @@ def test_killed_mid_experiment_adopts_nodes(own_stack, store):
 
 
 def test_dead_and_hung_nodes_replaced(own_stack):
-    own_stack.start(("compute",))
-    compute = compute_stub(own_stack)
-    compute.CreateComputeTarget(compute_pb2.CreateComputeTargetRequest(
-        compute_target_id="restart-lost", compute_target=compute_pb2.ComputeTarget(
-            vm_size="STANDARD_D1_V2", min_nodes=2, max_nodes=3)))
-    compute.WaitComputeTarget(compute_pb2.WaitComputeTargetRequest(
-        name="computeTargets/restart-lost", min_node_count=2, timeout=READY_TIMEOUT))
+    start_target(own_stack, "restart-lost", 2, min_nodes=2, max_nodes=3)
     pids_before = node_pids_under(own_stack.workdir)
     assert len(pids_before) == 2
     (dead_node, dead_pid), (hung_node, hung_pid) = sorted(pids_before.items())
@@ -145,14 +149,8 @@ def test_dead_and_hung_nodes_replaced(own_stack):
 
 
 def test_adopted_idle_node_scaled_down(own_stack):
-    own_stack.start(("compute",))
-    compute = compute_stub(own_stack)
-    compute.CreateComputeTarget(compute_pb2.CreateComputeTargetRequest(
-        compute_target_id="restart-idle", compute_target=compute_pb2.ComputeTarget(
-            vm_size="STANDARD_D1_V2", min_nodes=0, max_nodes=1, idle_seconds_before_scaledown=3)))
     # Starts one node, which is idle above min_nodes 0 from then on.
-    compute.WaitComputeTarget(compute_pb2.WaitComputeTargetRequest(
-        name="computeTargets/restart-idle", min_node_count=1, timeout=READY_TIMEOUT))
+    start_target(own_stack, "restart-idle", 1, min_nodes=0, max_nodes=1, idle_seconds_before_scaledown=3)
     [(node, pid)] = node_pids_under(own_stack.workdir).items()
 
     own_stack.stop_part("compute", signal.SIGKILL)

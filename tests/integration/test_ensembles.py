@@ -17,18 +17,23 @@ pytestmark = pytest.mark.integration
 SPECIES = {"setosa", "versicolor", "virginica"}
 
 
+def iris_experiment(stack, store, experiment_id: str, **fields) -> experiment_pb2.Experiment:
+    """Upload iris and return a 2-node experiment on it with both ensembles enabled (the default)."""
+    uri = upload_frame(store, f"datasets/{experiment_id}.csv", iris_frame())
+    return experiment_pb2.Experiment(
+        dataset=pipeline_pb2.Dataset(uri=uri, label_column="species"),
+        compute_target=ensure_target(stack, "ensemble-cluster"), task=pipeline_pb2.TASK_CLASSIFICATION,
+        validation=pipeline_pb2.Validation(n_cross_validations=3), primary_metric="accuracy",
+        max_concurrent_iterations=2,
+        # Fast estimators keep the tests short; the ensembles do not depend on which ones run.
+        allowed_models=["LogisticRegression", "KNN", "GaussianNaiveBayes"], **fields)
+
+
 @pytest.fixture(scope="module")
 def ensemble_experiment(stack, store):
     """A 5-iteration iris experiment with both ensembles enabled (the default), run to its end."""
-    uri = upload_frame(store, "datasets/iris-ensembles.csv", iris_frame())
     stub = experiment_stub(stack)
-    experiment = experiment_pb2.Experiment(
-        dataset=pipeline_pb2.Dataset(uri=uri, label_column="species"),
-        compute_target=ensure_target(stack, "ensemble-cluster"), task=pipeline_pb2.TASK_CLASSIFICATION,
-        validation=pipeline_pb2.Validation(n_cross_validations=3), primary_metric="accuracy", seed=3,
-        iterations=5, max_concurrent_iterations=2,
-        # Fast estimators keep the test short; the ensembles do not depend on which ones run.
-        allowed_models=["LogisticRegression", "KNN", "GaussianNaiveBayes"])
+    experiment = iris_experiment(stack, store, "iris-ensembles", seed=3, iterations=5)
     stub.CreateExperiment(experiment_pb2.CreateExperimentRequest(experiment_id="iris-ensembles",
                                                                  experiment=experiment))
     ended = wait_terminal(stub, "experiments/iris-ensembles", timeout=180)
@@ -93,14 +98,9 @@ def test_explainer_explains_ensemble(ensemble_experiment, stack, store):
 
 
 def test_time_budget_runs_ensembles_together(stack, store):
-    uri = upload_frame(store, "datasets/iris-budget.csv", iris_frame())
     stub = experiment_stub(stack)
-    experiment = experiment_pb2.Experiment(
-        dataset=pipeline_pb2.Dataset(uri=uri, label_column="species"),
-        compute_target=ensure_target(stack, "ensemble-cluster"), task=pipeline_pb2.TASK_CLASSIFICATION,
-        validation=pipeline_pb2.Validation(n_cross_validations=3), primary_metric="accuracy", seed=4,
-        iterations=1000, max_concurrent_iterations=2, experiment_timeout_minutes=0.5,
-        allowed_models=["LogisticRegression", "KNN", "GaussianNaiveBayes"])
+    experiment = iris_experiment(stack, store, "iris-budget", seed=4, iterations=1000,
+                                 experiment_timeout_minutes=0.5)
     stub.CreateExperiment(experiment_pb2.CreateExperimentRequest(experiment_id="iris-budget", experiment=experiment))
     ended = wait_terminal(stub, "experiments/iris-budget", timeout=120)
     iterations = list(stub.ListIterations(experiment_pb2.ListIterationsRequest(parent=ended.name,
