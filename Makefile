@@ -8,7 +8,7 @@ GENERATED := automl/v1/.generated
 PROTOS := $(wildcard protos/automl/v1/*.proto)
 BUF_VERSION := 1.75.0
 
-.PHONY: venv protos test unit integration demo up down status buf-lint bench quality-bench load-bench clean
+.PHONY: venv protos test unit integration demo up down status buf-lint bench quality-bench load-bench portfolio clean
 
 venv: $(INSTALLED)
 
@@ -71,6 +71,12 @@ quality-bench: protos
 # 10 concurrent experiments, 20 watchers and Get/List readers on loopback (about 2 minutes).
 load-bench: protos
 	$(PY) -m benchmarks.load $(LOAD_ARGS)
+
+# Choose the search's starting portfolio on data sets outside the quality benchmark: writes
+# services/orchestrator/portfolio.json and docs/portfolio.md (about 10 minutes on 2 cores).
+portfolio: protos
+	$(VENV)/bin/pip install --quiet --no-deps -r benchmarks/requirements-portfolio.txt
+	$(PY) -m benchmarks.portfolio $(PORTFOLIO_ARGS)
 
 clean:
 	rm -rf $(VENV) build .stack .demo automl/v1/*_pb2*.py* $(GENERATED)

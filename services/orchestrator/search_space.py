@@ -7,53 +7,21 @@ uniform), `("int", low, high)` and `("logint", low, high)` for integers,
 proposal of the estimator sets.
 
 The portfolio lists configurations tried before the model-based search
-starts, strong and cheap ones first, so that a short time budget already
-ends with a good model. Each entry is a library default or a widely used
-hand setting with round values; none was fitted to a data set. NOTE: the
-two hand-tuned boosting directions below were added after a look at how
-round settings of each kind scored on the quality benchmark's credit_data
-and hotel_rates sets, so those two results are not fully independent of
-the portfolio.
-
-- LightGBM defaults (`LGBMClassifier` 4.7: 100 rounds, learning rate 0.1,
-  31 leaves, 20 samples per leaf) and XGBoost defaults (2.1: 100 rounds,
-  eta 0.3, depth 6) with `hist` trees. Gradient-boosted trees are the usual
-  strongest first guess on tabular data. The regularization terms are set
-  to the space's lower bound of 1e-3 in place of LightGBM's 0.
-- Two hand-tuned directions of boosting, because small noisy tables and
-  large tables with interactions want opposite settings: shallow XGBoost
-  trees (depth 3) with a small learning rate (0.03) and many rounds (500),
-  the classic conservative setting of many small steps on shallow trees;
-  and large LightGBM trees (63 leaves, 10 samples per
-  leaf) with learning rate 0.05 and 500 rounds, for data with enough rows
-  to support them. Both subsample 80% of the rows and 60% of the columns
-  per tree. The LightGBM "Parameters Tuning" guide
-  (lightgbm.readthedocs.io, Parameters-Tuning) advises a small learning
-  rate with more iterations for accuracy, and bagging and feature
-  fraction against over-fitting.
-- A deeper XGBoost setting (depth 8, learning rate 0.05, 400 rounds, 80%
-  row and column subsampling), the middle ground between the two.
-- Extremely randomized trees and random forests with scikit-learn's
-  defaults (100 trees, max_features "sqrt", fully grown trees). More trees
-  would lower the variance, but fully grown forests are large (by
-  estimate, hundreds of megabytes for 200 trees on 15,000 rows), which
-  slows storing the iteration and every ensemble that uses it.
-- Logistic regression and ElasticNet on standardized features (the usual
-  linear baselines), KNN with scikit-learn's k=5 (7 for regression) and
-  distance weights, the RBF SVM with scikit-learn's C=1 and gamma="scale",
-  and scikit-learn's gradient boosting defaults. They come after the tree
-  ensembles because they are usually weaker on tabular data, and SVM time
-  grows quadratically with the rows.
-
-Boosting comes first also because it is cheap. The first iterations start
-before the search has the data set's size, and a forest of fully grown
-trees on a large table could hold a node for most of a short budget.
+starts, in order. `python -m benchmarks.portfolio` chooses it on data sets
+that are not in the quality benchmark. It cross-validates every
+configuration of a pool of library defaults and round hand settings on each
+data set. A greedy selection then keeps the ones that together come closest
+to the best score on every data set, cheap ones first. It writes the result
+to `portfolio.json` next to this module, and docs/portfolio.md lists the
+data sets, the order and a check on data sets left out of the selection.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
+from pathlib import Path
 
 from optuna import distributions
 
@@ -128,48 +96,18 @@ SEARCH_SPACES = {
     },
 }
 
-_LIGHTGBM_DEFAULTS = {"n_estimators": 100, "num_leaves": 31, "min_child_samples": 20, "learning_rate": 0.1,
-                      "colsample_bytree": 1.0, "subsample": 1.0, "subsample_freq": 1, "reg_alpha": 1e-3,
-                      "reg_lambda": 1e-3}
-_LIGHTGBM_LARGE = {"n_estimators": 500, "num_leaves": 63, "min_child_samples": 10, "learning_rate": 0.05,
-                   "colsample_bytree": 0.6, "subsample": 0.8, "subsample_freq": 1, "reg_alpha": 1e-3,
-                   "reg_lambda": 1e-3}
-_XGBOOST_DEFAULTS = {"n_estimators": 100, "max_depth": 6, "learning_rate": 0.3, "subsample": 1.0,
-                     "colsample_bytree": 1.0, "min_child_weight": 1.0, "reg_alpha": 1e-3, "reg_lambda": 1.0}
-_XGBOOST_SHALLOW = {"n_estimators": 500, "max_depth": 3, "learning_rate": 0.03, "subsample": 0.8,
-                    "colsample_bytree": 0.6, "min_child_weight": 1.0, "reg_alpha": 1e-3, "reg_lambda": 1.0}
-_XGBOOST_DEEP = {"n_estimators": 400, "max_depth": 8, "learning_rate": 0.05, "subsample": 0.8,
-                 "colsample_bytree": 0.8, "min_child_weight": 1.0, "reg_alpha": 1e-3, "reg_lambda": 1.0}
-_FOREST = {"n_estimators": 100, "max_features": "sqrt", "min_samples_leaf": 1, "max_depth": None}
+PORTFOLIO_FILE = Path(__file__).with_name("portfolio.json")
+_TASK_KEYS = {catalog.CLASSIFICATION: "classification", catalog.REGRESSION: "regression"}
 
-# (scaler, estimator, hyperparameters), in the order they are tried.
-PORTFOLIOS = {
-    catalog.CLASSIFICATION: [
-        ("None", "LightGBM", _LIGHTGBM_DEFAULTS),
-        ("None", "XGBoostClassifier", _XGBOOST_SHALLOW),
-        ("None", "LightGBM", _LIGHTGBM_LARGE),
-        ("None", "XGBoostClassifier", _XGBOOST_DEFAULTS),
-        ("None", "ExtremeRandomTrees", dict(_FOREST, criterion="gini")),
-        ("None", "RandomForest", dict(_FOREST, criterion="gini")),
-        ("StandardScaler", "LogisticRegression", {"C": 1.0, "max_iter": 1000}),
-        ("None", "XGBoostClassifier", _XGBOOST_DEEP),
-        ("MinMaxScaler", "KNN", {"n_neighbors": 5, "weights": "distance", "p": 2}),
-        ("StandardScaler", "SVM", {"C": 1.0, "gamma": "scale", "kernel": "rbf"}),
-        ("None", "GradientBoosting", {"n_estimators": 100, "learning_rate": 0.1, "max_depth": 3, "subsample": 1.0}),
-    ],
-    catalog.REGRESSION: [
-        ("None", "LightGBM", _LIGHTGBM_DEFAULTS),
-        ("None", "XGBoostRegressor", _XGBOOST_SHALLOW),
-        ("None", "LightGBM", _LIGHTGBM_LARGE),
-        ("None", "XGBoostRegressor", _XGBOOST_DEFAULTS),
-        ("None", "ExtremeRandomTrees", _FOREST),
-        ("None", "RandomForest", _FOREST),
-        ("StandardScaler", "ElasticNet", {"alpha": 0.01, "l1_ratio": 0.5}),
-        ("None", "XGBoostRegressor", _XGBOOST_DEEP),
-        ("StandardScaler", "KNN", {"n_neighbors": 7, "weights": "distance", "p": 2}),
-        ("None", "GradientBoosting", {"n_estimators": 100, "learning_rate": 0.1, "max_depth": 3, "subsample": 1.0}),
-    ],
-}
+
+def load_portfolios(path: Path = PORTFOLIO_FILE) -> dict[int, list[tuple[str, str, dict]]]:
+    """Read the portfolio file: per task, (scaler, estimator, hyperparameters) in the order they are tried."""
+    document = json.loads(path.read_text())
+    return {task: [(entry["scaler"], entry["estimator"], entry["hyperparameters"]) for entry in document[key]]
+            for task, key in _TASK_KEYS.items()}
+
+
+PORTFOLIOS = load_portfolios()
 
 # Trees and naive Bayes do not depend on feature scale, so they get no scaler.
 SCALE_FREE = {"DecisionTree", "RandomForest", "ExtremeRandomTrees", "GradientBoosting", "GaussianNaiveBayes",
