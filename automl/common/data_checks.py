@@ -96,6 +96,30 @@ def check_column_names(names: list[str], uri: str) -> None:
                                        "each name is unique")
 
 
+# FLAML 2.7 (`AutoML._decide_eval_method`) cross-validates only while rows × columns / 0.9 stays below
+# 10 million cells per hour of time budget. Above that, a holdout leaves time to try more configurations.
+CV_CELLS_PER_BUDGET_HOUR = 10_000_000
+BUDGET_HOLDOUT_SIZE = 0.1
+
+
+def budget_validation(n_rows: int, n_columns: int, budget_minutes: float) -> float:
+    """Return the holdout fraction a time budget calls for, or 0.0 where cross-validation fits the budget.
+
+    Parameters
+    ----------
+    n_rows, n_columns : int
+        Size of the feature table before featurization.
+    budget_minutes : float
+        The experiment's time budget; 0 or less means none, and then
+        cross-validation always fits.
+    """
+    if budget_minutes <= 0:
+        return 0.0
+    if n_rows * n_columns / 0.9 < CV_CELLS_PER_BUDGET_HOUR * budget_minutes / 60:
+        return 0.0
+    return BUDGET_HOLDOUT_SIZE
+
+
 def default_validation(n_rows: int) -> tuple[int, float]:
     """Return (folds, holdout fraction) by Azure AutoML's row-count rule; one of them is zero."""
     if n_rows < 1_000:
@@ -289,4 +313,4 @@ def check_table(table, task: int, preprocess: bool, n_cross_validations: int, va
 
 
 __all__ = ["CheckedData", "DataWarning", "ValidationPlan", "check_column_names", "check_features", "check_labels",
-           "check_table", "check_validation", "default_validation", "prefix_fields"]
+           "check_table", "check_validation", "budget_validation", "default_validation", "prefix_fields"]

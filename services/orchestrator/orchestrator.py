@@ -18,7 +18,7 @@ import grpc
 import structlog
 
 from automl.common import catalog, config, paging
-from automl.common.data_checks import check_table, prefix_fields
+from automl.common.data_checks import CheckedData, budget_validation, check_table, check_validation, prefix_fields
 from automl.common.datasets import dataset_format, read_table_bytes
 from automl.common.errors import (AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable,
                                   from_rpc_error, invalid_field)
@@ -118,8 +118,9 @@ class Orchestrator:
         if self.store.get_experiment(experiment_id) is not None:
             raise AlreadyExists(f"experiment 'experiments/{experiment_id}' already exists; choose another "
                                 "experiment_id or leave it empty to get a generated one", "EXPERIMENT_EXISTS")
-        self._check_dataset(experiment)
+        checked = self._check_dataset(experiment)
         self._check_compute_target(experiment.compute_target)
+        self._choose_validation(experiment, checked)
 
         experiment.name = f"experiments/{experiment_id}"
         experiment.state = experiment_pb2.EXPERIMENT_STATE_QUEUED
@@ -136,7 +137,7 @@ class Orchestrator:
         self._start_runner(experiment_id, experiment)
         return created
 
-    def _check_dataset(self, experiment) -> None:
+    def _check_dataset(self, experiment) -> CheckedData:
         """Read the data set and run the shared data checks, so bad data fails here and not in an iteration."""
         uri = experiment.dataset.uri
         try:
@@ -162,6 +163,29 @@ class Orchestrator:
             log.info("dataset_warning", uri=uri, warning=warning.name, description=warning.description)
         log.info("dataset_checked", uri=uri, rows=len(checked.labels), columns=checked.features.shape[1],
                  bytes=info.size, seconds=round(time.monotonic() - started, 3))
+        return checked
+
+    @staticmethod
+    def _choose_validation(experiment, checked: CheckedData) -> None:
+        """Store a holdout in `experiment` when no validation is requested and its time budget is short for CV.
+
+        The row-count rule of the trainers applies otherwise, and also when
+        the holdout would not leave every class on both sides.
+        """
+        settings = experiment.validation
+        if settings.n_cross_validations or settings.validation_size:
+            return
+        rows, columns = len(checked.labels), checked.features.shape[1]
+        size = budget_validation(rows, columns, experiment.experiment_timeout_minutes)
+        if not size:
+            return
+        try:
+            check_validation(experiment.task, checked.labels.to_numpy(), 0, size)
+        except InvalidArgument:
+            return
+        settings.validation_size = size
+        log.info("validation_chosen", uri=experiment.dataset.uri, rows=rows, columns=columns,
+                 budget_minutes=experiment.experiment_timeout_minutes, validation_size=size)
 
     def _check_compute_target(self, name: str) -> None:
         try:

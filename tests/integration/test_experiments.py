@@ -238,3 +238,28 @@ def test_malformed_name_is_invalid(stack):
         stub.GetIteration(experiment_pb2.GetIterationRequest(name="experiments/iris/iterations/x"))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "name" in field_violations(raised.value)
+
+
+# 2,000 rows × 40 columns / 0.9 makes 88,889 cells, more than the 83,333 that a 0.5-minute budget
+# cross-validates (10 million per hour), so that budget gets a holdout. Without a budget, 3 folds.
+@pytest.mark.parametrize("budget_minutes, strategy", [(0.5, "10% stratified holdout"), (0.0, "3-fold stratified")])
+def test_time_budget_chooses_validation(stack, store, budget_minutes, strategy):
+    frame = slow_frame(rows=2000, features=40)
+    uri = upload_frame(store, f"datasets/budget-{budget_minutes}.csv", frame)
+    stub = experiment_stub(stack)
+    experiment = experiment_pb2.Experiment(
+        dataset=pipeline_pb2.Dataset(uri=uri, label_column="label"), compute_target=ensure_target(stack, "it-cluster"),
+        task=pipeline_pb2.TASK_CLASSIFICATION, iterations=1, allowed_models=["LogisticRegression"],
+        enable_voting_ensemble=False, enable_stack_ensemble=False)
+    if budget_minutes:
+        experiment.experiment_timeout_minutes = budget_minutes
+    experiment_id = f"budget-validation-{int(budget_minutes * 10)}"
+
+    created = stub.CreateExperiment(experiment_pb2.CreateExperimentRequest(experiment_id=experiment_id,
+                                                                           experiment=experiment))
+    wait_terminal(stub, created.name, timeout=120)
+    iteration = stub.ListIterations(experiment_pb2.ListIterationsRequest(parent=created.name)).iterations[0]
+
+    assert iteration.state == experiment_pb2.ITERATION_STATE_SUCCEEDED, iteration.error
+    assert iteration.validation_strategy.startswith(strategy)
+    assert created.validation.validation_size == (0.1 if budget_minutes else 0.0)

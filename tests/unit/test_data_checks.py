@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from automl.common import catalog
-from automl.common.data_checks import check_table, check_validation
+from automl.common.data_checks import budget_validation, check_table, check_validation
 from automl.common.datasets import Table
 from automl.common.errors import InvalidArgument
 
@@ -52,3 +52,14 @@ def test_default_folds_name_row_count():
     message = violations(raised.value)["validation.n_cross_validations"]
     assert "class 'b' has 4 rows" in message
     assert "10 folds, chosen for 24 rows" in message
+
+
+@pytest.mark.parametrize("rows, columns, budget_minutes, expected", [
+    (2000, 40, 0.5, 0.1),     # 88,889 cells against 83,333 for half a minute
+    (2000, 40, 1.0, 0.0),     # against 166,667 for a minute
+    (12000, 30, 1.0, 0.1),
+    (12000, 30, 60.0, 0.0),
+    (10**6, 100, 0.0, 0.0),   # no budget: the row-count rule decides
+])
+def test_budget_validation_threshold(rows, columns, budget_minutes, expected):
+    assert budget_validation(rows, columns, budget_minutes) == expected
