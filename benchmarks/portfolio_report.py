@@ -43,11 +43,10 @@ def write_portfolio(output: Path, report: Path, portfolios: dict[str, list[Candi
         document[task] = [{"name": c.name, "scaler": c.scaler, "estimator": c.estimator,
                            "hyperparameters": c.hyperparameters} for c in entries]
     output.write_text(json.dumps(document, indent=1) + "\n")
-    names = ", ".join(f"{data.name} ({data.origin}, {len(data.labels)} rows)" for data in suite)
-    count = len(suite)
+    rows = [f"| {data.name} | {data.origin} | {data.task} | {len(data.labels)} |" for data in suite]
     header = ["# Starting portfolio", "",
               f"Produced by `{command}`; the docstring of `benchmarks/portfolio.py` describes each step. The search tries these "
               "entries first, in this order, before its model-based search starts.", "",
-              f"The {count} data sets are not in the quality benchmark, and each has at most {MAX_ROWS} rows. "
-              f"They are {names}.", ""]
+              f"None of the {len(suite)} data sets is in the quality benchmark, and each has at most {MAX_ROWS} "
+              "rows.", "", "| data set | source | task | rows |", "| --- | --- | --- | ---: |", *rows, ""]
     report.write_text("\n".join(header + sections).rstrip() + "\n")
