@@ -29,13 +29,12 @@ Steps, each reproducible with seed 0:
 
 Writes `services/orchestrator/portfolio.json` (read by the search) and
 `docs/portfolio.md`. Usage:
-`python -m benchmarks.portfolio [--size 10] [--jobs 2] [--scores FILE] [--select-only]`.
+`python -m benchmarks.portfolio [--size 10] [--cost-exponent 0.5] [--jobs 2] [--scores FILE] [--select-only]`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from pathlib import Path
@@ -55,11 +54,12 @@ SCORES = REPO / "benchmarks" / "portfolio_scores.csv"
 FOLDS = 3
 SEED = 0
 REGRET_CAP = 2.0
-# A spread below this counts as this, so a data set on which every candidate ties does not blow up the regrets.
+# Smallest spread used to normalize regrets, so that a data set on which every candidate ties does not
+# turn tiny score differences into large regrets.
 MIN_SPREAD = 1e-3
 BASELINE = "lightgbm_default"
 COST_EXPONENT = 0.5
-TASK_CODES = {CLASSIFICATION: catalog.CLASSIFICATION, REGRESSION: catalog.REGRESSION}
+TASK_CODES = {name: code for code, name in catalog.TASK_NAMES.items()}
 
 
 def _scoring(data: SuiteData) -> str:
@@ -123,26 +123,28 @@ def relative_cost(scores: pd.DataFrame) -> pd.Series:
     return np.exp(np.log(relative).mean(axis=0))
 
 
-def select(regret: pd.DataFrame, cost: pd.Series, size: int) -> list[tuple[str, float]]:
-    """Greedy portfolio: the chosen candidates in order, each with the mean regret after adding it."""
+def select(regret: pd.DataFrame, cost: pd.Series, size: int,
+           cost_exponent: float = COST_EXPONENT) -> list[tuple[str, float]]:
+    """Select a portfolio greedily: the chosen candidates in order, each with the mean regret after adding it."""
     reached = pd.Series(REGRET_CAP, index=regret.index)
     chosen: list[tuple[str, float]] = []
     for _ in range(min(size, regret.shape[1])):
-        taken = {name for name, _ in chosen}
-        remaining = [name for name in regret.columns if name not in taken]
+        chosen_names = {name for name, _ in chosen}
+        remaining = [name for name in regret.columns if name not in chosen_names]
         after = {name: float(np.minimum(reached, regret[name]).mean()) for name in remaining}
-        weighted = {name: (reached.mean() - after[name]) / cost[name] ** COST_EXPONENT for name in remaining}
+        weighted = {name: (reached.mean() - after[name]) / cost[name] ** cost_exponent for name in remaining}
         name = max(remaining, key=lambda c: (round(weighted[c], 9), -cost[c]))
         reached = np.minimum(reached, regret[name])
         chosen.append((name, after[name]))
     return chosen
 
 
-def leave_one_out(regret: pd.DataFrame, cost: pd.Series, size: int) -> pd.DataFrame:
-    """Regret on each data set of the portfolio selected on the others, and of the baseline alone."""
+def leave_one_out(regret: pd.DataFrame, cost: pd.Series, size: int,
+                  cost_exponent: float = COST_EXPONENT) -> pd.DataFrame:
+    """Return, per data set, the regret of the portfolio selected on the others and of the baseline alone."""
     rows = []
     for dataset in regret.index:
-        portfolio = [name for name, _ in select(regret.drop(index=dataset), cost, size)]
+        portfolio = [name for name, _ in select(regret.drop(index=dataset), cost, size, cost_exponent)]
         rows.append({"dataset": dataset, "portfolio": float(regret.loc[dataset, portfolio].min()),
                      "baseline": float(regret.loc[dataset, BASELINE])})
     return pd.DataFrame(rows)
@@ -151,11 +153,16 @@ def leave_one_out(regret: pd.DataFrame, cost: pd.Series, size: int) -> pd.DataFr
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=10, help="portfolio entries per task")
+    parser.add_argument("--cost-exponent", type=float, default=COST_EXPONENT,
+                        help="power of the relative fit time that divides a candidate's gain; 0 ignores cost")
     parser.add_argument("--jobs", type=int, default=2, help="number of fits run side by side")
-    parser.add_argument("--scores", type=Path, default=SCORES, help="CSV file of evaluated pairs; it is read and extended")
+    parser.add_argument("--scores", type=Path, default=SCORES,
+                        help="CSV file of evaluated pairs; it is read and extended")
     parser.add_argument("--select-only", action="store_true", help="select from the scores file without evaluating")
-    parser.add_argument("--output", type=Path, default=REPO / "services" / "orchestrator" / "portfolio.json")
-    parser.add_argument("--report", type=Path, default=REPO / "docs" / "portfolio.md")
+    parser.add_argument("--output", type=Path, default=REPO / "services" / "orchestrator" / "portfolio.json",
+                        help="portfolio JSON file to write")
+    parser.add_argument("--report", type=Path, default=REPO / "docs" / "portfolio.md",
+                        help="Markdown report to write")
     return parser.parse_args(argv)
 
 
@@ -168,12 +175,12 @@ def main(argv: list[str] | None = None) -> None:
     for task in (CLASSIFICATION, REGRESSION):
         task_scores = scores[scores["task"] == task]
         regret, cost = regrets(task_scores), relative_cost(task_scores)
-        chosen = select(regret, cost, args.size)
+        chosen = select(regret, cost, args.size, args.cost_exponent)
         pool = {candidate.name: candidate for candidate in candidates(task)}
         portfolios[task] = [pool[name] for name, _ in chosen]
         sections.append(render(task, task_scores, regret, cost, chosen,
-                               leave_one_out(regret, cost, args.size)))
-    command = f"python -m benchmarks.portfolio --size {args.size}"
+                               leave_one_out(regret, cost, args.size, args.cost_exponent)))
+    command = f"python -m benchmarks.portfolio --size {args.size} --cost-exponent {args.cost_exponent:g}"
     write_portfolio(args.output, args.report, portfolios, sections, command, suite)
     print(f"wrote {args.output} and {args.report} in {time.perf_counter() - started:.0f} s")
 

@@ -6,9 +6,9 @@ decides which of them make the portfolio, and in which order, from their
 cross-validated scores on the data sets of `benchmarks.portfolio_suite`.
 
 Boosting settings span the usual trade-off between the learning rate and the
-number of rounds (LightGBM's "Parameters Tuning" guide: a small learning rate
-with more rounds for accuracy, bagging and feature fractions against
-over-fitting), and tree size from depth-2 stumps to 63 leaves. Forests vary
+number of rounds, and tree sizes from depth-2 stumps to 63 leaves. LightGBM's
+"Parameters Tuning" guide advises a small learning rate with more rounds for
+accuracy, and bagging and feature fractions against over-fitting. Forests vary
 the share of features tried per split. Linear models, KNN and the RBF SVM
 come with scikit-learn's defaults and one step of regularization either way.
 """

@@ -45,8 +45,8 @@ def write_portfolio(output: Path, report: Path, portfolios: dict[str, list[Candi
     output.write_text(json.dumps(document, indent=1) + "\n")
     rows = [f"| {data.name} | {data.origin} | {data.task} | {len(data.labels)} |" for data in suite]
     header = ["# Starting portfolio", "",
-              f"Produced by `{command}`; the docstring of `benchmarks/portfolio.py` describes each step. The search tries these "
-              "entries first, in this order, before its model-based search starts.", "",
+              f"Produced by `{command}`; the docstring of `benchmarks/portfolio.py` describes each step. "
+              "The search tries these entries first, in this order, before its model-based search starts.", "",
               f"None of the {len(suite)} data sets is in the quality benchmark, and each has at most {MAX_ROWS} "
               "rows.", "", "| data set | source | task | rows |", "| --- | --- | --- | ---: |", *rows, ""]
     report.write_text("\n".join(header + sections).rstrip() + "\n")

@@ -181,7 +181,9 @@ class Orchestrator:
             return
         try:
             check_validation(experiment.task, checked.labels.to_numpy(), 0, size)
-        except InvalidArgument:
+        except InvalidArgument as error:
+            log.info("validation_holdout_skipped", uri=experiment.dataset.uri, validation_size=size,
+                     reason=str(error))
             return
         settings.validation_size = size
         log.info("validation_chosen", uri=experiment.dataset.uri, rows=rows, columns=columns,

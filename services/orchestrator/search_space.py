@@ -97,14 +97,13 @@ SEARCH_SPACES = {
 }
 
 PORTFOLIO_FILE = Path(__file__).with_name("portfolio.json")
-_TASK_KEYS = {catalog.CLASSIFICATION: "classification", catalog.REGRESSION: "regression"}
 
 
 def load_portfolios(path: Path = PORTFOLIO_FILE) -> dict[int, list[tuple[str, str, dict]]]:
     """Read the portfolio file: per task, (scaler, estimator, hyperparameters) in the order they are tried."""
     document = json.loads(path.read_text())
     return {task: [(entry["scaler"], entry["estimator"], entry["hyperparameters"]) for entry in document[key]]
-            for task, key in _TASK_KEYS.items()}
+            for task, key in catalog.TASK_NAMES.items()}
 
 
 PORTFOLIOS = load_portfolios()
