@@ -91,8 +91,13 @@ class LeasingPool(RestoringPool):
                 # The next waiter may now be at the head of the queue.
                 self._cond.notify_all()
 
-    def release(self, lease_name: str) -> None:
-        """Return a leased node to its target, or stop it when the target is being deleted.
+    def release(self, lease_name: str, node_failed: bool = False) -> None:
+        """Return a leased node to its target, or stop it when the target is being deleted or it failed.
+
+        A holder sets `node_failed` when its call to the node failed. Such a
+        node may still run for a while as it shuts down, and leasing it again
+        would fail the next call too, so it is stopped and the autoscaler
+        replaces it.
 
         Raises
         ------
@@ -114,9 +119,13 @@ class LeasingPool(RestoringPool):
                 raise NotFound(f"lease '{lease_name}' not found; it was released already or its target was deleted",
                                reason="LEASE_NOT_FOUND", metadata={"lease": lease_name})
 
-            log.info("lease_released", lease=lease_name, node=node.name, holder=node.holder)
+            log.info("lease_released", lease=lease_name, node=node.name, holder=node.holder, node_failed=node_failed)
             if target.state is ProvisioningState.DELETING:
                 self._begin_stop(target, node, reason="target_deleted")
+                return
+            if node_failed:
+                self._begin_stop(target, node, reason="reported_failed")
+                self._cond.notify_all()
                 return
             node.lease = ""
             node.holder = ""

@@ -144,5 +144,5 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
 
     @grpc_errors
     def ReleaseNode(self, request, context):
-        self.manager.release(request.name)
+        self.manager.release(request.name, node_failed=request.node_failed)
         return empty_pb2.Empty()

@@ -102,8 +102,11 @@ class NodeLeases:
                          retry_in_seconds=pause)
         self.cancelled.wait(pause)
 
-    def release(self, lease: compute_pb2.NodeLease) -> None:
+    def release(self, lease: compute_pb2.NodeLease, node_failed: bool = False) -> None:
         """Return a leased node, retrying while the compute service is unavailable.
+
+        `node_failed` tells the compute service that a call to the node failed,
+        so it replaces the node instead of lending it again.
 
         Failures are logged and never raised, because the iteration's result
         does not depend on them. A lease that the service no longer has
@@ -115,7 +118,8 @@ class NodeLeases:
         while True:
             attempt += 1
             try:
-                self.clients.compute.ReleaseNode(compute_pb2.ReleaseNodeRequest(name=lease.name), timeout=10)
+                self.clients.compute.ReleaseNode(
+                    compute_pb2.ReleaseNodeRequest(name=lease.name, node_failed=node_failed), timeout=10)
                 if attempt > 1:
                     self.log.info("release_node_recovered", lease=lease.name, attempts=attempt)
                 return

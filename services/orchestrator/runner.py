@@ -46,6 +46,13 @@ STATE_BY_CODE = {
 }
 
 
+def node_lost(error: grpc.RpcError) -> bool:
+    """Return True when a trainer call failed because its node stopped or could not be reached."""
+    # A trainer that reports STORAGE_UNAVAILABLE has retried the object store for its whole retry window,
+    # and another node would reach the same store, so that error is not the node's.
+    return error.code() == grpc.StatusCode.UNAVAILABLE and from_rpc_error(error).reason != "STORAGE_UNAVAILABLE"
+
+
 class Suspended(Exception):
     """The service is stopping: the runner ends and leaves the experiment as stored, to resume later."""
 
@@ -235,8 +242,8 @@ class ExperimentRunner:
     def _acquire(self, experiment) -> compute_pb2.NodeLease | None:
         return self._leases.acquire(experiment.compute_target)
 
-    def _release(self, lease) -> None:
-        self._leases.release(lease)
+    def _release(self, lease, node_failed: bool = False) -> None:
+        self._leases.release(lease, node_failed)
 
     def _next_iteration(self, experiment) -> experiment_pb2.Iteration | None:
         """Return a retried iteration, or a new one from the proposer; None when the budget is used."""
@@ -307,7 +314,7 @@ class ExperimentRunner:
             preprocess=experiment.preprocess, subsample=iteration.subsample,
         )
         started = time.monotonic()
-        retry = False
+        retry = node_failed = False
         try:
             try:
                 response = self.clients.trainer(lease.address).RunIteration(request,
@@ -319,6 +326,7 @@ class ExperimentRunner:
                     # store and runs again when the experiment resumes.
                     self.log.info("iteration_left_to_resume", iteration=index, error=error.details())
                     return
+                node_failed = node_lost(error)
                 retry = self._record_failure(iteration, error)
             finally:
                 iteration.duration.CopyFrom(duration(time.monotonic() - started))
@@ -332,7 +340,7 @@ class ExperimentRunner:
                               duration_s=round(iteration.duration.ToNanoseconds() / 1e9, 2))
         finally:
             # Released after the result is stored, because ReleaseNode waits while the compute service is down.
-            self._release(lease)
+            self._release(lease, node_failed)
         if retry:
             self._cancel.wait(RETRY_BACKOFF_SECONDS * 2 ** (iteration.attempts - 1))
             self._retries.append(index)
@@ -364,10 +372,7 @@ class ExperimentRunner:
         code = error.code()
         with self._lock:
             canceled = iteration.index in self._canceled_iterations
-        # A trainer that reports STORAGE_UNAVAILABLE has retried the object store for its whole retry window,
-        # and another node would reach the same store, so only a lost node makes the iteration run again.
-        node_lost = code == grpc.StatusCode.UNAVAILABLE and from_rpc_error(error).reason != "STORAGE_UNAVAILABLE"
-        if node_lost and not canceled and not self._cancel.is_set() and iteration.attempts < MAX_ATTEMPTS:
+        if node_lost(error) and not canceled and not self._cancel.is_set() and iteration.attempts < MAX_ATTEMPTS:
             self.log.warning("iteration_retrying", iteration=iteration.index, attempt=iteration.attempts,
                              error=error.details())
             iteration.state = experiment_pb2.ITERATION_STATE_QUEUED

@@ -71,8 +71,8 @@ def acquire(compute, target: str, holder: str, seconds: float = 30) -> compute_p
         compute_target=target, holder=holder, wait_timeout=duration_pb2.Duration(seconds=int(seconds))))
 
 
-def release(compute, lease: str) -> None:
-    compute.ReleaseNode(compute_pb2.ReleaseNodeRequest(name=lease))
+def release(compute, lease: str, node_failed: bool = False) -> None:
+    compute.ReleaseNode(compute_pb2.ReleaseNodeRequest(name=lease, node_failed=node_failed))
 
 
 def get(compute, name: str) -> compute_pb2.ComputeTarget:
@@ -180,6 +180,25 @@ def test_wait_then_delete_stops_nodes(compute):
     with pytest.raises(grpc.RpcError) as caught:
         wait_for(lambda: get(compute, target) and False, 10, "the target to disappear")
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_node_reported_failed_is_replaced(compute):
+    target = create(compute, "reported", min_nodes=1, max_nodes=1).name
+    compute.WaitComputeTarget(compute_pb2.WaitComputeTargetRequest(name=target, timeout=ATTEMPT))
+    lease = acquire(compute, target, "experiments/unlucky")
+    failed_pid = node_pids(f"{target}/nodes/")[lease.node]
+
+    # The holder's call to the node failed: the node must not be lent again.
+    release(compute, lease.name, node_failed=True)
+
+    # The node is LEAVING, or already gone when its process stopped quickly.
+    states = [n.state for n in get(compute, target).nodes if n.name == lease.node]
+    assert states in ([compute_pb2.NODE_STATE_LEAVING], [])
+    wait_for(lambda: not alive(failed_pid), 15, "the failed node to stop")
+    replacement = acquire(compute, target, "experiments/next")
+    assert replacement.node != lease.node
+    wait_until_serving(replacement.address, timeout=5)
+    release(compute, replacement.name)
 
 
 def test_lost_node_replaced_and_sigterm(stack, tmp_path):
