@@ -163,14 +163,18 @@ class DatasetCache:
             return self._locks.setdefault(key, threading.Lock())
 
 
-def read_table_bytes(data: bytes, fmt: str, label_column: str, name: str) -> Table:
-    """Read a data set held in memory; see `read_table`."""
+def download_table(store: ObjectStore, uri: str, label_column: str, field: str = "dataset.uri") -> Table:
+    """Download a data set object to a temporary file and read it; see `read_table`.
+
+    The object goes straight to disk, so its bytes are never held in memory next to the parsed table.
+    """
     import tempfile
 
-    with tempfile.NamedTemporaryFile(suffix=f".{fmt}") as handle:
-        handle.write(data)
-        handle.flush()
-        return read_table(Path(handle.name), fmt, label_column, name)
+    fmt = dataset_format(uri)
+    with tempfile.TemporaryDirectory(prefix="automl-dataset-") as folder:
+        path = Path(folder) / f"dataset.{fmt}"
+        store.download(uri, str(path), field)
+        return read_table(path, fmt, label_column, uri)
 
 
-__all__ = ["Table", "DatasetCache", "dataset_format", "read_csv_header", "read_table", "read_table_bytes"]
+__all__ = ["Table", "DatasetCache", "dataset_format", "read_csv_header", "read_table", "download_table"]

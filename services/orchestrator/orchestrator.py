@@ -19,7 +19,7 @@ import structlog
 
 from automl.common import catalog, config, paging
 from automl.common.data_checks import CheckedData, budget_validation, check_table, check_validation, prefix_fields
-from automl.common.datasets import dataset_format, read_table_bytes
+from automl.common.datasets import download_table
 from automl.common.errors import (AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable,
                                   from_rpc_error, invalid_field)
 from automl.common.storage import ObjectStore
@@ -153,8 +153,7 @@ class Orchestrator:
         started = time.monotonic()
         validation_settings = experiment.validation
         try:
-            table = read_table_bytes(self.object_store.get_bytes(uri, "experiment.dataset.uri"),
-                                     dataset_format(uri), experiment.dataset.label_column, uri)
+            table = download_table(self.object_store, uri, experiment.dataset.label_column, "experiment.dataset.uri")
             checked = check_table(table, experiment.task, experiment.preprocess,
                                   validation_settings.n_cross_validations, validation_settings.validation_size, uri)
         except InvalidArgument as error:
