@@ -8,7 +8,7 @@ GENERATED := automl/v1/.generated
 PROTOS := $(wildcard protos/automl/v1/*.proto)
 BUF_VERSION := 1.75.0
 
-.PHONY: venv protos test unit integration demo up down status buf-lint bench quality-bench load-bench portfolio clean
+.PHONY: venv protos test unit integration demo up down status buf-lint bench quality-bench load-bench memory-bench portfolio clean
 
 venv: $(INSTALLED)
 
@@ -71,6 +71,10 @@ quality-bench: protos
 # 10 concurrent experiments, 20 watchers and Get/List readers on loopback (about 2 minutes).
 load-bench: protos
 	$(PY) -m benchmarks.load $(LOAD_ARGS)
+
+# Peak memory of the ExperimentService while CreateExperiment checks a generated 216 MiB CSV.
+memory-bench: protos
+	$(PY) -m benchmarks.dataset_memory $(MEMORY_ARGS)
 
 # Choose the search's starting portfolio on data sets outside the quality benchmark: writes
 # services/orchestrator/portfolio.json and docs/portfolio.md (about 10 minutes on 2 cores).
