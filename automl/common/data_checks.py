@@ -28,9 +28,13 @@ LABEL_FIELD = "dataset.label_column"
 FOLDS_FIELD = "validation.n_cross_validations"
 SIZE_FIELD = "validation.validation_size"
 PREPROCESS_FIELD = "preprocess"
+TASK_FIELD = "task"
 
 # Columns named in one message; the rest are counted.
 SHOWN_COLUMNS = 20
+# A classification label with at least this many distinct numbers, some of them fractional, is most
+# likely a regression target, so the task is rejected rather than trained as that many classes.
+REGRESSION_LIKE_CLASSES = 20
 
 
 @dataclass
@@ -178,10 +182,14 @@ def check_validation(task: int, labels: np.ndarray, n_cross_validations: int,
         if counts[smallest] < n_cross_validations:
             raise invalid_field(
                 FOLDS_FIELD,
-                f"class {_plain(classes[smallest])!r} has {counts[smallest]} rows, fewer than the "
+                f"class {_plain(classes[smallest])!r} has {_rows(counts[smallest])}, fewer than the "
                 f"{n_cross_validations} folds{chosen}; set n_cross_validations to at most "
                 f"{max(counts[smallest], 2)}, use validation_size, or add rows of that class")
     return ValidationPlan(n_cross_validations, 0.0, chosen)
+
+
+def _rows(count: int) -> str:
+    return "1 row" if count == 1 else f"{count} rows"
 
 
 def check_labels(task: int, labels: pd.Series, column: str) -> tuple[np.ndarray, list[DataWarning]]:
@@ -222,6 +230,13 @@ def check_labels(task: int, labels: pd.Series, column: str) -> tuple[np.ndarray,
                 "label_types", "ALERTED", f"Label column '{column}' mixes {', '.join(sorted(types))} values; "
                                           "every label was read as text, so predictions are strings.",
                 {"column": column, "types": ", ".join(sorted(types))}))
+        if numeric and present.nunique() >= REGRESSION_LIKE_CLASSES:
+            fractional = present[present != np.floor(present)]
+            if len(fractional):
+                raise invalid_field(TASK_FIELD, f"is classification, but label column '{column}' has "
+                                                f"{present.nunique()} distinct numbers, some fractional such as "
+                                                f"{_plain(fractional.iloc[0])!r}; set the task to regression, or "
+                                                "store the classes as integers or text")
         if present.nunique() < 2:
             raise invalid_field(LABEL_FIELD, f"column '{column}' contains a single class ({_plain(present.iloc[0])!r}); "
                                              "classification needs at least two")

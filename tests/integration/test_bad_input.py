@@ -38,6 +38,7 @@ LABEL = "experiment.dataset.label_column"
 FOLDS = "experiment.validation.n_cross_validations"
 SIZE = "experiment.validation.validation_size"
 PREPROCESS = "experiment.preprocess"
+TASK = "experiment.task"
 
 
 def make_experiment(uri: str, label: str = "species", task=pipeline_pb2.TASK_CLASSIFICATION, folds: int | None = 3,
@@ -193,6 +194,8 @@ INVALID_DATA = [
     ("missing-label-column", parquet_without_label, "species", {}, LABEL, ["'species'", "petal width (cm)"]),
     ("holdout-smaller-than-classes", iris_csv, "species", {"folds": None, "validation": 0.01}, SIZE,
      ["2 validation", "3 classes"]),
+    ("regression-target-as-classes", iris_csv, "sepal length (cm)", {}, TASK,
+     ["'sepal length (cm)'", "35 distinct numbers", "regression"]),
 ]
 
 

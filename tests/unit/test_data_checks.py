@@ -35,6 +35,31 @@ def test_mixed_label_types_colliding_as_text():
     assert "one type" in violations(raised.value)["dataset.label_column"]
 
 
+def numeric_table(labels: np.ndarray) -> Table:
+    return Table(features=pd.DataFrame({"x": np.arange(len(labels), dtype=float)}), labels=pd.Series(labels, name="y"),
+                 label_column="y")
+
+
+def test_regression_target_as_classes_rejected():
+    labels = np.round(np.linspace(2.33, 80.0, 100), 2)
+
+    with pytest.raises(InvalidArgument) as raised:
+        check_table(numeric_table(labels), catalog.CLASSIFICATION, False, 3, 0.0, "s3://b/k.csv")
+
+    message = violations(raised.value)["task"]
+    assert "100 distinct numbers" in message
+    assert "2.33" in message
+    assert "regression" in message
+
+
+@pytest.mark.parametrize("labels", [np.tile([0.0, 1.0], 50), np.tile(np.arange(30, dtype=float), 4),
+                                    np.tile([0.5, 1.5, 2.5], 30)])
+def test_whole_or_few_numeric_classes_kept(labels):
+    checked = check_table(numeric_table(labels), catalog.CLASSIFICATION, False, 3, 0.0, "s3://b/k.csv")
+
+    assert len(checked.labels) == len(labels)
+
+
 def test_missing_labels_dropped_with_warning():
     labels = ["a", "b", None, "a", "b", "a", np.nan, "b"]
     checked = check_table(table(labels), catalog.CLASSIFICATION, False, 2, 0.0, "s3://b/k.csv")
