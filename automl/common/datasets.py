@@ -8,6 +8,7 @@ ETag, so a node fetches each data set once however many iterations use it.
 from __future__ import annotations
 
 import csv
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,12 +165,10 @@ class DatasetCache:
 
 
 def download_table(store: ObjectStore, uri: str, label_column: str, field: str = "dataset.uri") -> Table:
-    """Download a data set object to a temporary file and read it; see `read_table`.
+    """Download a data set object to a temporary file and read it with `read_table`.
 
     The object goes straight to disk, so its bytes are never held in memory next to the parsed table.
     """
-    import tempfile
-
     fmt = dataset_format(uri)
     with tempfile.TemporaryDirectory(prefix="automl-dataset-") as folder:
         path = Path(folder) / f"dataset.{fmt}"
